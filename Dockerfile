@@ -1,0 +1,19 @@
+# Junction container image. Built by compose.yaml; also usable alone:
+#   docker build -t junction . && docker run -p 8787:8787 junction
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin junction
+
+FROM debian:bookworm-slim
+RUN useradd --system --create-home --home-dir /var/lib/junction junction
+COPY --from=build /src/target/release/junction /usr/local/bin/junction
+COPY config.toml /etc/junction/config.toml
+WORKDIR /var/lib/junction
+USER junction
+# Inside a container, listen on every interface; the file default is loopback only.
+ENV JUNCTION_SERVER__LISTEN=0.0.0.0:8787
+EXPOSE 8787
+HEALTHCHECK --interval=5s --timeout=3s --retries=5 CMD ["junction", "healthcheck", "http://127.0.0.1:8787"]
+ENTRYPOINT ["junction", "--config", "/etc/junction/config.toml"]
+CMD ["serve"]

@@ -1,0 +1,350 @@
+//! Configuration: built-in defaults, then `config.toml`, then environment variables.
+//!
+//! Every key has its default in [`Config::default`]; the repository's `config.toml` documents each
+//! key with that same value (a test keeps the two equal). Environment variables override both:
+//! `JUNCTION_SECTION__KEY` (double underscore between levels, e.g. `JUNCTION_SERVER__LISTEN`), plus
+//! the conventional `DATABASE_URL` (→ `store.url`) and `REDIS_URL` (→ `redis.url`).
+//!
+//! Unknown keys are errors, not silently ignored: a typo in a limit would otherwise run the
+//! server with a default the operator did not choose.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub protocols: ProtocolsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Port 0 picks a free port (tests use it).
+    pub listen: SocketAddr,
+    /// Seconds that shutdown waits for connections and in-flight appends before giving up.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db` (created on first run) or `postgres://…`.
+    pub url: String,
+    /// Apply the embedded migrations at start (`junction migrate` applies them on demand).
+    pub migrate_on_start: bool,
+    /// Connections in the database pool.
+    pub max_connections: u32,
+    /// Most append requests committed together in one transaction (group commit).
+    pub commit_max_requests: usize,
+    /// Events per page when a subscriber catches up from storage.
+    pub catch_up_page: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port`; empty runs a single instance with in-process fan-out.
+    pub url: String,
+    /// Prefix of every Redis key and channel Junction uses.
+    pub channel_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `junction=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 tokens. Empty: HS256 tokens are not accepted.
+    pub jwt_secret: String,
+    /// PEM public key for RS256/ES256 tokens. Empty: those are not accepted.
+    pub jwt_public_key: String,
+    /// Secret that guards administrative operations (store reset, admin info, the event API).
+    /// Empty disables them.
+    pub admin_secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted WebSocket message or HTTP body, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most simultaneous client connections over all protocols; further upgrades get 503.
+    pub max_connections: usize,
+    /// Messages one connection may send per second before it is told to slow down.
+    pub messages_per_second: u32,
+    /// Batches queued for one live subscriber before it is closed as a slow consumer.
+    pub subscriber_queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolsConfig {
+    pub synckit: ProtocolConfig,
+    pub livestore: ProtocolConfig,
+    pub pocket: ProtocolConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub enabled: bool,
+    /// Path the protocol is served at (must start with `/`).
+    pub path: String,
+    /// Let clients in without a token. Convenient for development, wrong for production.
+    pub allow_anonymous: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8787)), shutdown_grace_secs: 10 }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://data/junction.db".into(),
+            migrate_on_start: true,
+            max_connections: 8,
+            commit_max_requests: 512,
+            catch_up_page: 256,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: String::new(), channel_prefix: "junction".into() }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_connections: 100_000,
+            messages_per_second: 1_000,
+            subscriber_queue: 1_024,
+        }
+    }
+}
+
+impl Default for ProtocolsConfig {
+    fn default() -> Self {
+        let on = |path: &str| ProtocolConfig { enabled: true, path: path.into(), allow_anonymous: true };
+        ProtocolsConfig { synckit: on("/ws"), livestore: on("/websocket"), pocket: on("/sync") }
+    }
+}
+
+/// Why a configuration was refused. The message always names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    // Not a `#[source]`: the description already says everything the figment error would.
+    #[error("{}", describe_figment_error(.0))]
+    Parse(Box<figment::Error>),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads the layers: defaults, then the TOML file (if it exists), then the environment.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layered sources, exposed so callers (tests, the CLI) can merge more on top.
+    pub fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("JUNCTION_").split("__"))
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "store.url".into()))
+            .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return invalid("store.url", "must start with sqlite: or postgres://");
+        }
+        if !self.redis.url.is_empty()
+            && !self.redis.url.starts_with("redis://")
+            && !self.redis.url.starts_with("rediss://")
+        {
+            return invalid("redis.url", "must be empty or start with redis:// or rediss://");
+        }
+        if self.store.max_connections == 0 {
+            return invalid("store.max_connections", "must be at least 1");
+        }
+        if self.store.commit_max_requests == 0 {
+            return invalid("store.commit_max_requests", "must be at least 1");
+        }
+        if self.store.catch_up_page == 0 {
+            return invalid("store.catch_up_page", "must be at least 1");
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            return invalid("limits.max_frame_bytes", "must be at least 1024");
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1");
+        }
+        if self.limits.messages_per_second == 0 {
+            return invalid("limits.messages_per_second", "must be at least 1");
+        }
+        if self.limits.subscriber_queue == 0 {
+            return invalid("limits.subscriber_queue", "must be at least 1");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return invalid("log.level", "is not a valid tracing filter (e.g. `info`, `junction=debug`)");
+        }
+        let protocols = [
+            ("protocols.synckit.path", &self.protocols.synckit),
+            ("protocols.livestore.path", &self.protocols.livestore),
+            ("protocols.pocket.path", &self.protocols.pocket),
+        ];
+        for (key, protocol) in protocols {
+            if !protocol.path.starts_with('/') {
+                return invalid(key, "must start with /");
+            }
+            if protocol.enabled && RESERVED_PATHS.contains(&protocol.path.as_str()) {
+                return invalid(key, "collides with one of Junction's own endpoints");
+            }
+        }
+        for (i, (key, a)) in protocols.iter().enumerate() {
+            for (_, b) in &protocols[i + 1..] {
+                if a.enabled && b.enabled && a.path == b.path {
+                    return invalid(key, "is also used by another enabled protocol");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the protocols that let clients in without a token, for the start-up warning.
+    pub fn anonymous_protocols(&self) -> Vec<&'static str> {
+        [
+            ("synckit", &self.protocols.synckit),
+            ("livestore", &self.protocols.livestore),
+            ("pocket", &self.protocols.pocket),
+        ]
+        .into_iter()
+        .filter(|(_, p)| p.enabled && p.allow_anonymous)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
+/// One line per problem, each naming the key (as `config.toml` spells it) and the source.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            if key.is_empty() {
+                format!("configuration: {}{source}", e.kind)
+            } else {
+                format!("configuration key `{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Paths served by Junction itself, which no protocol may take.
+const RESERVED_PATHS: &[&str] = &["/health", "/health/ready", "/metrics"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_toml(toml: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+    }
+
+    #[test]
+    fn repository_config_toml_documents_exactly_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let parsed: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let err = with_toml("[limits]\nmax_frame_byte = 10\n").unwrap_err().to_string();
+        assert!(err.contains("max_frame_byte"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_by_name() {
+        let err = with_toml("[limits]\nmax_connections = \"many\"\n").unwrap_err().to_string();
+        assert!(err.contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_by_name() {
+        let err = with_toml("[store]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("store.url"), "{err}");
+        let err = with_toml("[protocols.pocket]\nenabled = true\npath = \"/ws\"\nallow_anonymous = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protocols.synckit.path"), "{err}");
+        let err = with_toml("[protocols.pocket]\nenabled = true\npath = \"/metrics\"\nallow_anonymous = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protocols.pocket.path"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("junction.toml", "[server]\nlisten = \"127.0.0.1:1\"\n")?;
+            jail.set_env("JUNCTION_SERVER__LISTEN", "127.0.0.1:2");
+            jail.set_env("DATABASE_URL", "postgres://db/junction");
+            jail.set_env("JUNCTION_LIMITS__SUBSCRIBER_QUEUE", "7");
+            let config = Config::load(Path::new("junction.toml")).unwrap();
+            assert_eq!(config.server.listen.port(), 2);
+            assert_eq!(config.store.url, "postgres://db/junction");
+            assert_eq!(config.limits.subscriber_queue, 7);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,230 @@
+//! The shared event log: the one model every protocol module translates its frames into.
+//!
+//! A *store* is an independent, totally ordered log named by a [`StoreKey`] (protocol + the
+//! client's name). Appends are check-and-append ([`AppendBatch::Checked`]) or at-head
+//! ([`AppendBatch::AtHead`]); every accepted batch also takes the next position of the
+//! *sequenced change log*, global over all stores.
+//!
+//! Appends are group-committed: callers queue them to one committer task, which commits whatever
+//! has queued while the previous transaction ran in a single transaction ([`committer`]). A
+//! caller hears back only after the commit, and the committer publishes each committed batch to
+//! the fan-out before it answers, so a subscriber never sees an event its writer has not had
+//! acknowledged… and never misses one that was.
+
+mod committer;
+mod model;
+mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use model::*;
+pub use subscription::{Subscription, SubscriptionEnded};
+
+use crate::fanout::{FanOut, Hub, LiveMessage};
+use crate::metrics::Metrics;
+use crate::store::{AppendRequest, Backend};
+
+/// Failures of the event log itself (as opposed to a refused append).
+#[derive(Debug, thiserror::Error)]
+pub enum EventLogError {
+    #[error("storage failure: {0}")]
+    Storage(#[from] sqlx::Error),
+    #[error("the event log is shutting down")]
+    ShuttingDown,
+}
+
+/// Why an append was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The check failed: the store's head is not the expected one. Nothing was written.
+    #[error("the store's head is {head}")]
+    HeadMismatch { head: SeqNum },
+    /// The batch can never be committed (empty, seqs out of order, …). Nothing was written.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error(transparent)]
+    Log(#[from] EventLogError),
+}
+
+/// Tuning of the event log, from `[store]` and `[limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    pub commit_max_requests: usize,
+    pub catch_up_page: u32,
+}
+
+/// Handle to the event log; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<Backend>,
+    appends: mpsc::Sender<committer::Pending>,
+    hub: Arc<Hub>,
+    fanout: Arc<dyn FanOut>,
+    ids: RwLock<HashMap<StoreKey, StoreId>>,
+    metrics: Metrics,
+    options: LogOptions,
+    stop: CancellationToken,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EventLog {
+    /// Starts the event log on a connected (and migrated) backend. Committed batches go to
+    /// `fanout`; live subscribers of this process register with `hub`.
+    pub fn start(
+        backend: Backend,
+        options: LogOptions,
+        hub: Arc<Hub>,
+        fanout: Arc<dyn FanOut>,
+        metrics: Metrics,
+    ) -> EventLog {
+        let backend = Arc::new(backend);
+        // Enough room that callers rarely wait to enqueue; the committer drains it in groups.
+        let (appends, queued) = mpsc::channel(options.commit_max_requests * 4);
+        let stop = CancellationToken::new();
+        let committer = tokio::spawn(committer::run(
+            backend.clone(),
+            queued,
+            fanout.clone(),
+            metrics.clone(),
+            options.commit_max_requests,
+            stop.clone(),
+        ));
+        EventLog {
+            inner: Arc::new(Inner {
+                backend,
+                appends,
+                hub,
+                fanout,
+                ids: RwLock::new(HashMap::new()),
+                metrics,
+                options,
+                stop,
+                committer: Mutex::new(Some(committer)),
+            }),
+        }
+    }
+
+    pub fn backend_kind(&self) -> &'static str {
+        self.inner.backend.kind()
+    }
+
+    pub fn fanout(&self) -> &Arc<dyn FanOut> {
+        &self.inner.fanout
+    }
+
+    /// The registry id of a store, registering the store on first use.
+    pub async fn store_id(&self, key: &StoreKey) -> Result<StoreId, EventLogError> {
+        if let Some(id) = self.inner.ids.read().expect("id cache").get(key) {
+            return Ok(*id);
+        }
+        let id = self.inner.backend.ensure_store(key).await?;
+        self.inner.ids.write().expect("id cache").insert(key.clone(), id);
+        Ok(id)
+    }
+
+    /// The id of a store that exists, without registering it.
+    async fn existing_store_id(&self, key: &StoreKey) -> Result<Option<StoreId>, EventLogError> {
+        if let Some(id) = self.inner.ids.read().expect("id cache").get(key) {
+            return Ok(Some(*id));
+        }
+        let found = self.inner.backend.find_store(key).await?;
+        if let Some(id) = found {
+            self.inner.ids.write().expect("id cache").insert(key.clone(), id);
+        }
+        Ok(found)
+    }
+
+    /// Appends a batch atomically: all of it once committed, or nothing.
+    pub async fn append(&self, key: &StoreKey, batch: AppendBatch) -> Result<Appended, AppendError> {
+        batch.validate().map_err(AppendError::InvalidBatch)?;
+        let store = self.store_id(key).await?;
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let pending = committer::Pending { request: AppendRequest { store, batch }, reply };
+        self.inner.appends.send(pending).await.map_err(|_| EventLogError::ShuttingDown)?;
+        match answer.await.map_err(|_| EventLogError::ShuttingDown)?? {
+            Ok(batch) => {
+                self.inner.metrics.appended(batch.events.len(), started.elapsed());
+                Ok(Appended {
+                    first_seq: batch.events[0].seq,
+                    last_seq: batch.last_seq(),
+                    change_pos: batch.change_pos(),
+                    created_at: batch.events[0].created_at.clone(),
+                })
+            }
+            Err(head) => {
+                self.inner.metrics.append_rejected();
+                Err(AppendError::HeadMismatch { head })
+            }
+        }
+    }
+
+    /// Up to `limit` events with seq > `after`, in seq order. An unknown store reads as empty.
+    pub async fn read(&self, key: &StoreKey, after: SeqNum, limit: u32) -> Result<Vec<Event>, EventLogError> {
+        match self.existing_store_id(key).await? {
+            Some(id) => Ok(self.inner.backend.read(id, after, limit).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The store's last seq (ROOT for an empty or unknown store).
+    pub async fn head(&self, key: &StoreKey) -> Result<SeqNum, EventLogError> {
+        match self.existing_store_id(key).await? {
+            Some(id) => Ok(self.inner.backend.info(id).await?.head),
+            None => Ok(SeqNum::ROOT),
+        }
+    }
+
+    /// The store's metadata, registering the store (and so fixing its backend id) on first use.
+    pub async fn info(&self, key: &StoreKey) -> Result<StoreInfo, EventLogError> {
+        let id = self.store_id(key).await?;
+        Ok(self.inner.backend.info(id).await?)
+    }
+
+    /// Removes every event of the store and gives it a new backend id. Live subscribers of the
+    /// store end with [`SubscriptionEnded::Reset`].
+    pub async fn reset(&self, key: &StoreKey) -> Result<StoreInfo, EventLogError> {
+        let id = self.store_id(key).await?;
+        let backend_id = new_backend_id();
+        self.inner.backend.reset(id, &backend_id).await?;
+        self.inner.fanout.publish(Arc::new(LiveMessage::Reset { store: id, backend_id: backend_id.into() }));
+        Ok(self.inner.backend.info(id).await?)
+    }
+
+    /// Everything after `after`: first what storage holds, then live batches as they commit,
+    /// in order, without gaps or duplicates.
+    pub async fn subscribe(&self, key: &StoreKey, after: SeqNum) -> Result<Subscription, EventLogError> {
+        let id = self.store_id(key).await?;
+        // Register before reading anything, so every batch committed from here on is either in
+        // storage when catch-up reads it or in the live feed (or both, and then deduplicated).
+        let feed = self.inner.hub.register(id);
+        let info = self.inner.backend.info(id).await?;
+        Ok(Subscription::new(self.clone(), id, info.backend_id.into(), after, feed))
+    }
+
+    /// Whether the storage answers.
+    pub async fn ping(&self) -> Result<(), EventLogError> {
+        Ok(self.inner.backend.ping().await?)
+    }
+
+    /// Stops taking appends, commits every one already queued, then closes the storage.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        if let Some(committer) = self.inner.committer.lock().await.take() {
+            if let Err(error) = committer.await {
+                tracing::error!(%error, "the committer task failed");
+            }
+        }
+        self.inner.backend.close().await;
+    }
+}

@@ -1,0 +1,333 @@
+//! The types of the shared event log: what a store, an event and an append are.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Position of an event inside one store. Clients may choose sparse values; ROOT (0) is the
+/// parent of a store's first event and the head of an empty store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SeqNum(pub u64);
+
+impl SeqNum {
+    pub const ROOT: SeqNum = SeqNum(0);
+    /// Largest value both backends store exactly (they keep seqs in signed 64-bit columns).
+    pub const MAX: SeqNum = SeqNum(i64::MAX as u64);
+
+    pub fn next(self) -> SeqNum {
+        SeqNum(self.0 + 1)
+    }
+}
+
+impl fmt::Display for SeqNum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Position of an appended batch in the sequenced change log, global over all stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChangePos(pub u64);
+
+/// Registry id of a store: the key of its row in `stores` and the suffix of its `eventlog_<id>`
+/// table. Never derived from the client's name for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoreId(pub i64);
+
+impl StoreId {
+    /// Name of the table that holds this store's events. Safe to splice into SQL: it is built
+    /// from an integer, never from client input.
+    pub fn table(self) -> String {
+        format!("eventlog_{}", self.0)
+    }
+}
+
+/// Which wire protocol a store belongs to. Each protocol has its own namespace of store names,
+/// so a LiveStore `storeId` "a" and a SyncKit document "a" are different stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    SyncKit,
+    LiveStore,
+    Pocket,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::SyncKit => "synckit",
+            Protocol::LiveStore => "livestore",
+            Protocol::Pocket => "pocket",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Protocol> {
+        [Protocol::SyncKit, Protocol::LiveStore, Protocol::Pocket].into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A store as clients name it: the protocol plus the client's arbitrary UTF-8 name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoreKey {
+    pub protocol: Protocol,
+    pub name: String,
+}
+
+impl StoreKey {
+    pub fn new(protocol: Protocol, name: impl Into<String>) -> StoreKey {
+        StoreKey { protocol, name: name.into() }
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.protocol, self.name)
+    }
+}
+
+/// What a client contributes to an event; the server adds the sequence, time and position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventBody {
+    pub name: String,
+    /// Any JSON (may be `null`), kept as the client's exact text so it round-trips byte for byte.
+    pub args: Box<RawValue>,
+    pub client_id: String,
+    pub session_id: String,
+}
+
+/// Equal when every field is equal, `args` compared as the exact JSON text.
+impl PartialEq for EventBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.args.get() == other.args.get()
+            && self.client_id == other.client_id
+            && self.session_id == other.session_id
+    }
+}
+
+impl EventBody {
+    pub fn null_args() -> Box<RawValue> {
+        RawValue::from_string("null".into()).expect("null is valid JSON")
+    }
+}
+
+/// An event whose sequence numbers the client chose (checked append).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub seq: SeqNum,
+    pub parent_seq: SeqNum,
+    pub body: EventBody,
+}
+
+/// A committed event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: SeqNum,
+    pub parent_seq: SeqNum,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// Server time of the append, RFC 3339 with milliseconds (`2025-01-01T00:00:00.000Z`); the
+    /// same for every event of one batch. Kept as text so that imported timestamps stay exact.
+    pub created_at: String,
+    pub change_pos: ChangePos,
+}
+
+/// How an append decides where its events go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppendBatch {
+    /// Accepted only if the store's head equals `expected_head`; seqs are the client's.
+    Checked { expected_head: SeqNum, events: Vec<NewEvent> },
+    /// Appended after whatever the head is; the server assigns head+1, head+2, …
+    AtHead { events: Vec<EventBody> },
+}
+
+impl AppendBatch {
+    pub fn len(&self) -> usize {
+        match self {
+            AppendBatch::Checked { events, .. } => events.len(),
+            AppendBatch::AtHead { events } => events.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks what can be checked without the store: not empty, seqs strictly increasing, the
+    /// first beyond the expected head, all within range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.is_empty() {
+            return Err("a batch needs at least one event".into());
+        }
+        // Postgres text cannot hold NUL; refusing it everywhere keeps the backends alike.
+        let bodies: Vec<&EventBody> = match self {
+            AppendBatch::Checked { events, .. } => events.iter().map(|e| &e.body).collect(),
+            AppendBatch::AtHead { events } => events.iter().collect(),
+        };
+        for body in bodies {
+            if [&body.name, &body.client_id, &body.session_id].iter().any(|s| s.contains('\0')) {
+                return Err("event names and client or session ids must not contain NUL".into());
+            }
+        }
+        if let AppendBatch::Checked { expected_head, events } = self {
+            let mut previous = *expected_head;
+            for event in events {
+                if event.seq <= previous {
+                    return Err(format!("seq {} does not follow {previous}", event.seq));
+                }
+                if event.seq > SeqNum::MAX {
+                    return Err(format!("seq {} is larger than {}", event.seq, SeqNum::MAX));
+                }
+                previous = event.seq;
+            }
+        }
+        Ok(())
+    }
+
+    /// The events this batch becomes on a store whose head is `head`, or `Err(head)` when a
+    /// checked batch expected another head. Pure, so both backends decide identically.
+    pub(crate) fn place(&self, head: SeqNum) -> Result<Vec<(SeqNum, SeqNum, &EventBody)>, SeqNum> {
+        match self {
+            AppendBatch::Checked { expected_head, events } => {
+                if *expected_head != head {
+                    return Err(head);
+                }
+                Ok(events.iter().map(|e| (e.seq, e.parent_seq, &e.body)).collect())
+            }
+            AppendBatch::AtHead { events } => {
+                let mut previous = head;
+                Ok(events
+                    .iter()
+                    .map(|body| {
+                        let seq = previous.next();
+                        let placed = (seq, previous, body);
+                        previous = seq;
+                        placed
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// A batch as committed: what the fan-out carries to subscribers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedBatch {
+    pub store: StoreId,
+    /// The store's backend id when the batch was committed; a subscriber that sees another id
+    /// knows the store was reset under it.
+    pub backend_id: Arc<str>,
+    /// Head before this batch: a subscriber whose cursor is here can take the batch as is.
+    pub prev_head: SeqNum,
+    pub events: Arc<[Event]>,
+}
+
+impl CommittedBatch {
+    pub fn last_seq(&self) -> SeqNum {
+        self.events.last().map_or(self.prev_head, |e| e.seq)
+    }
+
+    pub fn change_pos(&self) -> ChangePos {
+        self.events.first().map_or(ChangePos(0), |e| e.change_pos)
+    }
+}
+
+/// Result of an accepted append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub first_seq: SeqNum,
+    pub last_seq: SeqNum,
+    pub change_pos: ChangePos,
+    pub created_at: String,
+}
+
+/// Metadata of one store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreInfo {
+    pub id: StoreId,
+    pub key: StoreKey,
+    pub head: SeqNum,
+    /// Random id created with the store and replaced only by a reset; LiveStore 0.4 clients
+    /// compare it to detect a backend that lost their history.
+    pub backend_id: String,
+    pub event_count: u64,
+}
+
+/// Server time as the event log records it.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A fresh backend id: 21 random alphanumerics, the length LiveStore's nanoid ids have.
+pub fn new_backend_id() -> String {
+    use rand::Rng;
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(21).map(char::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(name: &str) -> EventBody {
+        EventBody { name: name.into(), args: EventBody::null_args(), client_id: "c".into(), session_id: "s".into() }
+    }
+
+    fn checked(expected: u64, seqs: &[u64]) -> AppendBatch {
+        let mut parent = SeqNum(expected);
+        let events = seqs
+            .iter()
+            .map(|&s| {
+                let e = NewEvent { seq: SeqNum(s), parent_seq: parent, body: body("e") };
+                parent = SeqNum(s);
+                e
+            })
+            .collect();
+        AppendBatch::Checked { expected_head: SeqNum(expected), events }
+    }
+
+    #[test]
+    fn checked_batch_needs_increasing_seqs_beyond_the_head() {
+        assert!(checked(0, &[1, 2, 3]).validate().is_ok());
+        assert!(checked(0, &[20000]).validate().is_ok());
+        assert!(checked(5, &[5]).validate().is_err());
+        assert!(checked(0, &[2, 2]).validate().is_err());
+        assert!(checked(0, &[]).validate().is_err());
+        assert!(checked(0, &[u64::MAX]).validate().is_err());
+    }
+
+    #[test]
+    fn checked_batch_is_placed_only_on_the_expected_head() {
+        assert_eq!(checked(3, &[4]).place(SeqNum(4)).unwrap_err(), SeqNum(4));
+        let batch = checked(3, &[7, 9]);
+        let placed = batch.place(SeqNum(3)).unwrap();
+        assert_eq!(placed.iter().map(|p| (p.0.0, p.1.0)).collect::<Vec<_>>(), vec![(7, 3), (9, 7)]);
+    }
+
+    #[test]
+    fn at_head_batch_continues_from_any_head() {
+        let batch = AppendBatch::AtHead { events: vec![body("a"), body("b")] };
+        let placed = batch.place(SeqNum(41)).unwrap();
+        assert_eq!(
+            placed.iter().map(|p| (p.0.0, p.1.0, p.2.name.as_str())).collect::<Vec<_>>(),
+            vec![(42, 41, "a"), (43, 42, "b")]
+        );
+    }
+
+    #[test]
+    fn backend_ids_are_fresh() {
+        let a = new_backend_id();
+        assert_eq!(a.len(), 21);
+        assert_ne!(a, new_backend_id());
+    }
+}

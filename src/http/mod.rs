@@ -1,0 +1,89 @@
+//! Junction's own HTTP surface: what it is, whether it is alive and ready, and its metrics. The
+//! protocol modules add their routes beside these.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::server::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(liveness))
+        .route("/health/ready", get(readiness))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn index(State(state): State<AppState>) -> Response {
+    let protocols = &state.config.protocols;
+    let describe = |p: &crate::config::ProtocolConfig| json!({"enabled": p.enabled, "path": p.path});
+    axum::Json(json!({
+        "name": "junction",
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": state.log.backend_kind(),
+        "protocols": {
+            "synckit": describe(&protocols.synckit),
+            "livestore": describe(&protocols.livestore),
+            "pocket": describe(&protocols.pocket),
+        },
+    }))
+    .into_response()
+}
+
+/// The process runs and answers; says nothing about its dependencies (that is readiness).
+async fn liveness() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the store answers and the fan-out is healthy. The body names what fails; the
+/// details go to the log, not to whoever asks.
+async fn readiness(State(state): State<AppState>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut failing = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(2), state.log.ping()).await {
+        Ok(Ok(())) => {
+            checks.insert("store".into(), json!("ok"));
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the store does not answer");
+            failing.push("store");
+            checks.insert("store".into(), json!("failing"));
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the store did not answer within 2 s");
+            failing.push("store");
+            checks.insert("store".into(), json!("failing"));
+        }
+    }
+    match state.redis_problem().await {
+        None if state.config.redis.url.is_empty() => {
+            checks.insert("redis".into(), json!("not configured"));
+        }
+        None => {
+            checks.insert("redis".into(), json!("ok"));
+        }
+        Some(problem) => {
+            tracing::warn!(%problem, "readiness: redis is failing");
+            failing.push("redis");
+            checks.insert("redis".into(), json!("failing"));
+        }
+    }
+    if failing.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready", "checks": checks}))).into_response()
+    } else {
+        let body = json!({"status": "not ready", "failing": failing, "checks": checks});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+}

@@ -1,0 +1,36 @@
+//! Junction: a self-hosted real-time sync gateway.
+//!
+//! One server speaks the wire protocols of several local-first sync SDKs (SyncKit, LiveStore
+//! sync-cf, Pocket) and keeps everything they write in one shared event log.
+//!
+//! # Layout
+//!
+//! A write travels **frames → protocol module → event log → store → fan-out**:
+//!
+//! - `protocols` — one module per wire protocol (arriving with their issues). Each decodes its
+//!   frames into typed messages with pure functions, translates them into event-log operations,
+//!   and encodes the replies; its socket loop stays thin.
+//! - [`eventlog`] — the shared model every protocol translates into: stores (independent,
+//!   totally ordered logs), check-and-append and at-head appends with group commit, reads,
+//!   per-store metadata, reset, and subscriptions that deliver catch-up plus live events
+//!   exactly once and in order.
+//! - [`store`] — where the log lives: embedded SQLite (default) or Postgres, one layout, one
+//!   behaviour.
+//! - [`fanout`] — how committed batches reach live subscribers: a per-process [`fanout::Hub`]
+//!   with bounded per-subscriber queues, behind a [`fanout::FanOut`] transport (in-process now;
+//!   Redis across instances).
+//! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
+//! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
+//! - [`config`] — layered configuration (defaults, `config.toml`, environment).
+//! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
+//! - [`limits`] — per-connection rate limiting shared by the protocols.
+
+pub mod config;
+pub mod eventlog;
+pub mod fanout;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod telemetry;

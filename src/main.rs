@@ -1,0 +1,116 @@
+//! The `junction` command: serve (the default), migrate, healthcheck.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use junction::config::Config;
+use junction::server::{Server, shutdown_signal};
+use junction::store::Backend;
+
+#[derive(Parser)]
+#[command(name = "junction", version, about = "Self-hosted real-time sync gateway")]
+struct Cli {
+    /// Configuration file (TOML). Without this flag, ./config.toml is read if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve all enabled protocols (what `junction` alone does).
+    Serve,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+    /// Ask a running Junction whether it is ready; exit 0 if it is (for container healthchecks).
+    Healthcheck {
+        /// Base URL of the server, e.g. http://127.0.0.1:8787
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("junction: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return healthcheck(url).await;
+    }
+    let config = load_config(cli.config)?;
+    junction::telemetry::init(&config.log);
+    match cli.command {
+        None | Some(Command::Serve) => {
+            let server = Server::build(config).await?;
+            let stop = CancellationToken::new();
+            tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    shutdown_signal().await;
+                    tracing::info!("signal received");
+                    stop.cancel();
+                }
+            });
+            server.run(stop).await
+        }
+        Some(Command::Migrate) => {
+            let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
+            backend.migrate().await.context("applying migrations")?;
+            backend.close().await;
+            println!("migrations applied ({})", backend.kind());
+            Ok(())
+        }
+        Some(Command::Healthcheck { .. }) => unreachable!("handled above"),
+    }
+}
+
+fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    let file = match path {
+        Some(path) if !path.exists() => bail!("configuration file {} does not exist", path.display()),
+        Some(path) => path,
+        None => PathBuf::from("config.toml"),
+    };
+    Ok(Config::load(&file)?)
+}
+
+/// `GET <url>/health/ready` over plain HTTP/1.1, without pulling an HTTP client into the binary.
+async fn healthcheck(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").context("healthcheck URL must start with http://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let head = format!("GET /health/ready HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .context("no answer within 5 s")?
+        .with_context(|| format!("connecting to {authority}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        println!("ready");
+        Ok(())
+    } else {
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        bail!("not ready: {status_line} {body}")
+    }
+}

@@ -1,0 +1,206 @@
+//! Start-up and shutdown: builds the event log, the fan-out and the HTTP server from a
+//! [`Config`], serves until told to stop, then drains.
+//!
+//! Shutdown order: stop accepting connections; cancel [`AppState::shutdown`] so every WebSocket
+//! loop closes its socket with 1001 (going away); wait (up to `server.shutdown_grace_secs`) for
+//! connections to finish; then let the event log commit every append already queued and close
+//! the database.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::config::Config;
+use crate::eventlog::{EventLog, LogOptions, Protocol};
+use crate::fanout::{FanOut, Hub, LocalFanOut};
+use crate::metrics::{ConnectionGuard, Metrics};
+use crate::store::Backend;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub log: EventLog,
+    pub metrics: Metrics,
+    /// Cancelled when the server begins to shut down; long-lived connections watch it.
+    pub shutdown: CancellationToken,
+    connections: Arc<Semaphore>,
+    tracker: TaskTracker,
+    redis: Option<redis::Client>,
+}
+
+/// Why a new client connection was not admitted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdmitError {
+    #[error("connection limit of {0} reached")]
+    TooManyConnections(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Held by a client connection for its whole life: its place under `limits.max_connections`,
+/// its count in the metrics, and its registration with the shutdown drain.
+pub struct ConnectionTicket {
+    _permit: OwnedSemaphorePermit,
+    _counted: ConnectionGuard,
+    _tracked: TaskTrackerToken,
+}
+
+impl AppState {
+    /// Admits one more long-lived client connection, or says why not.
+    pub fn admit(&self, protocol: Protocol) -> Result<ConnectionTicket, AdmitError> {
+        if self.shutdown.is_cancelled() {
+            return Err(AdmitError::ShuttingDown);
+        }
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AdmitError::TooManyConnections(self.config.limits.max_connections))?;
+        Ok(ConnectionTicket {
+            _permit: permit,
+            _counted: self.metrics.connection(protocol),
+            _tracked: self.tracker.token(),
+        })
+    }
+
+    /// Why cross-instance fan-out is unhealthy, if it is. `None` also when Redis is not used.
+    pub async fn redis_problem(&self) -> Option<String> {
+        if let Some(problem) = self.log.fanout().problem() {
+            return Some(problem);
+        }
+        let client = self.redis.as_ref()?;
+        let ping = async {
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut connection).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("no answer within 2 s".into()),
+        }
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Connects the store (migrating it if configured), starts the event log and binds the
+    /// listener. Nothing is served until [`Server::run`].
+    pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let metrics = Metrics::new();
+        let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
+        if config.store.migrate_on_start {
+            backend.migrate().await.context("applying migrations")?;
+        }
+        let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
+        let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(hub.clone()));
+        let redis = if config.redis.url.is_empty() {
+            None
+        } else {
+            tracing::warn!(
+                "redis.url is set: it is checked by /health/ready, but events are still fanned out \
+                 only within this instance"
+            );
+            Some(redis::Client::open(config.redis.url.as_str()).context("redis.url")?)
+        };
+        let options = LogOptions {
+            commit_max_requests: config.store.commit_max_requests,
+            catch_up_page: config.store.catch_up_page,
+        };
+        let log = EventLog::start(backend, options, hub, fanout, metrics.clone());
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+        let state = AppState {
+            connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+            config: Arc::new(config),
+            log,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            redis,
+        };
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `stop` is cancelled, then drains (see the module docs).
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let Server { listener, state } = self;
+        let anonymous = state.config.anonymous_protocols();
+        if !anonymous.is_empty() {
+            tracing::warn!(
+                protocols = ?anonymous,
+                "ANONYMOUS ACCESS IS ON: anyone who can reach this server can read and write these \
+                 protocols' data. Set allow_anonymous = false in [protocols.*] for production."
+            );
+        }
+        tracing::info!(
+            address = %listener.local_addr()?,
+            store = state.log.backend_kind(),
+            "junction is listening"
+        );
+        let app = crate::http::router(state.clone());
+        let shutdown = state.shutdown.clone();
+        let serving = axum::serve(listener, app).with_graceful_shutdown({
+            let stop = stop.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                stop.cancelled().await;
+                shutdown.cancel();
+            }
+        });
+        serving.await.context("serving HTTP")?;
+        tracing::info!("shutting down: waiting for connections to close");
+        state.tracker.close();
+        let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+        if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+            tracing::warn!(open = state.tracker.len(), "connections still open after the grace period");
+        }
+        state.log.shutdown().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

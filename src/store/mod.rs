@@ -1,0 +1,263 @@
+//! Storage backends of the event log: embedded SQLite (the default) and Postgres.
+//!
+//! Both keep the same layout (see `migrations/`): a `stores` registry, one plain table
+//! `eventlog_<id>` per store, the `changes` table (the sequenced change log) and the single-row
+//! `change_log_head` that hands out change-log positions.
+//!
+//! Plain per-store tables rather than partitions of one parent: creating a partition locks the
+//! parent against every concurrent insert, and thousands of partitions slow the planner, while a
+//! plain table costs nothing to create and is read by its primary key alone. SQLite has no
+//! partitions, so plain tables also keep the two backends one design.
+//!
+//! Both backends decide a group commit with the same pure functions ([`decide`] and
+//! [`materialize`]) and differ only in how they lock, read and write.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::StoreConfig;
+use sqlx::Row;
+
+use crate::eventlog::{
+    AppendBatch, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo, StoreKey,
+};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// One append waiting in a commit group.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub store: StoreId,
+    pub batch: AppendBatch,
+}
+
+/// Per request of a group: the committed batch, or the head that made it fail its check.
+pub type GroupOutcome = Vec<Result<CommittedBatch, SeqNum>>;
+
+pub enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Backend::Sqlite($store) => $call,
+            Backend::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Backend {
+    pub async fn connect(config: &StoreConfig) -> StoreResult<Backend> {
+        if config.url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite(SqliteStore::connect(config).await?))
+        } else {
+            Ok(Backend::Postgres(PostgresStore::connect(config).await?))
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        dispatch!(self, store => store.migrate().await)
+    }
+
+    /// The id of the store, registering it (and creating its table) on first use.
+    pub async fn ensure_store(&self, key: &StoreKey) -> StoreResult<StoreId> {
+        dispatch!(self, store => store.ensure_store(key).await)
+    }
+
+    pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
+        dispatch!(self, store => store.find_store(key).await)
+    }
+
+    pub async fn info(&self, id: StoreId) -> StoreResult<StoreInfo> {
+        dispatch!(self, store => store.info(id).await)
+    }
+
+    /// Commits a group of appends in one transaction. Requests for the same store are applied in
+    /// the order given; a request whose check fails writes nothing and does not affect the others.
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+        dispatch!(self, store => store.commit_group(group).await)
+    }
+
+    /// Up to `limit` events with seq > `after`, in seq order.
+    pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
+        dispatch!(self, store => store.read(id, after, limit).await)
+    }
+
+    /// Removes every event of the store, sets its head to ROOT and gives it `backend_id`.
+    pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
+        dispatch!(self, store => store.reset(id, backend_id).await)
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        dispatch!(self, store => store.ping().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, store => store.close().await)
+    }
+}
+
+/// A store's head as read under lock at the start of a commit.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedHead {
+    pub head: SeqNum,
+    pub backend_id: Arc<str>,
+}
+
+/// Where each request of a group goes, decided against the locked heads.
+pub(crate) struct Decision<'a> {
+    placements: Vec<Result<Placement<'a>, SeqNum>>,
+    /// Final head and number of events added, per store that accepted anything.
+    pub store_updates: Vec<(StoreId, SeqNum, u64)>,
+}
+
+struct Placement<'a> {
+    store: StoreId,
+    prev_head: SeqNum,
+    events: Vec<(SeqNum, SeqNum, &'a EventBody)>,
+}
+
+impl Decision<'_> {
+    /// Accepted batches, i.e. change-log positions the group needs.
+    pub fn accepted(&self) -> u64 {
+        self.placements.iter().filter(|p| p.is_ok()).count() as u64
+    }
+}
+
+/// Decides every request of a group in order, each seeing the heads left by the ones before it.
+pub(crate) fn decide<'a>(group: &[&'a AppendRequest], heads: &HashMap<StoreId, LockedHead>) -> Decision<'a> {
+    let mut current: HashMap<StoreId, SeqNum> = heads.iter().map(|(id, h)| (*id, h.head)).collect();
+    let mut added: HashMap<StoreId, u64> = HashMap::new();
+    let placements = group
+        .iter()
+        .map(|request| {
+            let head = current.get(&request.store).copied().unwrap_or(SeqNum::ROOT);
+            let events = request.batch.place(head)?;
+            let last = events.last().map_or(head, |e| e.0);
+            current.insert(request.store, last);
+            *added.entry(request.store).or_default() += events.len() as u64;
+            Ok(Placement { store: request.store, prev_head: head, events })
+        })
+        .collect();
+    let mut store_updates: Vec<_> = added.into_iter().map(|(id, n)| (id, current[&id], n)).collect();
+    store_updates.sort_by_key(|u| u.0);
+    Decision { placements, store_updates }
+}
+
+/// Turns a decision into committed batches, numbering accepted batches from `first_position`.
+pub(crate) fn materialize(
+    decision: Decision<'_>,
+    heads: &HashMap<StoreId, LockedHead>,
+    first_position: u64,
+    created_at: &str,
+) -> GroupOutcome {
+    let mut position = first_position;
+    decision
+        .placements
+        .into_iter()
+        .map(|placement| {
+            let placement = placement?;
+            let change_pos = ChangePos(position);
+            position += 1;
+            let events: Arc<[Event]> = placement
+                .events
+                .into_iter()
+                .map(|(seq, parent_seq, body)| Event {
+                    seq,
+                    parent_seq,
+                    body: body.clone(),
+                    created_at: created_at.to_owned(),
+                    change_pos,
+                })
+                .collect();
+            Ok(CommittedBatch {
+                store: placement.store,
+                backend_id: heads[&placement.store].backend_id.clone(),
+                prev_head: placement.prev_head,
+                events,
+            })
+        })
+        .collect()
+}
+
+/// Distinct store ids of a group, sorted: every transaction locks stores in this order, so two
+/// instances committing overlapping groups cannot deadlock.
+pub(crate) fn stores_in_lock_order(group: &[&AppendRequest]) -> Vec<StoreId> {
+    let mut ids: Vec<StoreId> = group.iter().map(|r| r.store).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Maps a stored args text back to raw JSON. It was valid JSON when written, so a failure here
+/// means the database was edited by hand.
+pub(crate) fn decode_args(text: String) -> StoreResult<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub(crate) fn to_i64(seq: SeqNum) -> i64 {
+    // Seqs beyond i64::MAX are refused by AppendBatch::validate before they get here.
+    seq.0 as i64
+}
+
+/// Reads one event row; the column types are the same in both backends.
+pub(crate) fn event_from_row<R>(row: &R) -> StoreResult<Event>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let seq: i64 = row.try_get("seq")?;
+    let parent_seq: i64 = row.try_get("parent_seq")?;
+    let change_pos: i64 = row.try_get("change_pos")?;
+    Ok(Event {
+        seq: SeqNum(seq as u64),
+        parent_seq: SeqNum(parent_seq as u64),
+        body: EventBody {
+            name: row.try_get("name")?,
+            args: decode_args(row.try_get("args")?)?,
+            client_id: row.try_get("client_id")?,
+            session_id: row.try_get("session_id")?,
+        },
+        created_at: row.try_get("created_at")?,
+        change_pos: ChangePos(change_pos as u64),
+    })
+}
+
+/// Reads a `stores` row (protocol, name, head, backend_id, event_count).
+pub(crate) fn store_info<R>(id: StoreId, row: &R) -> StoreResult<StoreInfo>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let protocol: String = row.try_get("protocol")?;
+    let protocol = Protocol::parse(&protocol)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown protocol {protocol:?} in stores").into()))?;
+    let head: i64 = row.try_get("head")?;
+    let event_count: i64 = row.try_get("event_count")?;
+    Ok(StoreInfo {
+        id,
+        key: StoreKey { protocol, name: row.try_get("name")? },
+        head: SeqNum(head as u64),
+        backend_id: row.try_get("backend_id")?,
+        event_count: event_count as u64,
+    })
+}

@@ -1,0 +1,255 @@
+//! Postgres backend, for production and for several instances sharing one database.
+//!
+//! A commit group is one transaction with a fixed number of round trips whatever its size: lock
+//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, one
+//! `INSERT … SELECT FROM UNNEST` per store table, one `UPDATE` of all heads and one `INSERT` of
+//! all change-log rows. The row locks serialize appends to one store across processes; stores
+//! not in the group are untouched.
+
+use std::collections::HashMap;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{
+    AppendRequest, GroupOutcome, LockedHead, StoreResult, decide, event_from_row, materialize, store_info,
+    stores_in_lock_order, to_i64,
+};
+use crate::config::StoreConfig;
+use crate::eventlog::{CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(config: &StoreConfig) -> StoreResult<PostgresStore> {
+        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.url).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await
+    }
+
+    pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM stores WHERE protocol = $1 AND name = $2")
+            .bind(key.protocol.as_str())
+            .bind(&key.name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(id.map(StoreId))
+    }
+
+    pub async fn ensure_store(&self, key: &StoreKey) -> StoreResult<StoreId> {
+        if let Some(id) = self.find_store(key).await? {
+            return Ok(id);
+        }
+        // A concurrent creator of the same store (here or in another instance) waits on the
+        // unique index until this transaction ends, then takes the DO NOTHING branch: only the
+        // inserter ever creates the table.
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
+        )
+        .bind(key.protocol.as_str())
+        .bind(&key.name)
+        .bind(new_backend_id())
+        .bind(now_rfc3339())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = inserted {
+            let table = StoreId(id).table();
+            sqlx::query(&format!(
+                "CREATE TABLE {table} (seq BIGINT PRIMARY KEY, parent_seq BIGINT NOT NULL, \
+                 name TEXT NOT NULL, args TEXT NOT NULL, client_id TEXT NOT NULL, \
+                 session_id TEXT NOT NULL, created_at TEXT NOT NULL, change_pos BIGINT NOT NULL)"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(StoreId(id));
+        }
+        tx.commit().await?;
+        self.find_store(key).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub async fn info(&self, id: StoreId) -> StoreResult<StoreInfo> {
+        let row = sqlx::query("SELECT protocol, name, head, backend_id, event_count FROM stores WHERE id = $1")
+            .bind(id.0)
+            .fetch_one(&self.pool)
+            .await?;
+        store_info(id, &row)
+    }
+
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = stores_in_lock_order(group).iter().map(|id| id.0).collect();
+        let rows = sqlx::query("SELECT id, head, backend_id FROM stores WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut heads = HashMap::new();
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let head: i64 = row.try_get("head")?;
+            let backend_id: String = row.try_get("backend_id")?;
+            heads.insert(StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+        }
+        if heads.len() != ids.len() {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        let decision = decide(group, &heads);
+        let accepted = decision.accepted();
+        if accepted == 0 {
+            return Ok(materialize(decision, &heads, 0, ""));
+        }
+        // Taken last among the locks and held to commit: see migrations/postgres (change_log_head).
+        let last: i64 =
+            sqlx::query_scalar("UPDATE change_log_head SET position = position + $1 WHERE id = 1 RETURNING position")
+                .bind(accepted as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+        let store_updates = decision.store_updates.clone();
+        let created_at = now_rfc3339();
+        let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
+        let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
+        insert_events(&mut tx, &batches).await?;
+        insert_changes(&mut tx, &batches, &created_at).await?;
+        let update_ids: Vec<i64> = store_updates.iter().map(|(id, _, _)| id.0).collect();
+        let update_heads: Vec<i64> = store_updates.iter().map(|(_, head, _)| to_i64(*head)).collect();
+        let update_added: Vec<i64> = store_updates.iter().map(|(_, _, added)| *added as i64).collect();
+        sqlx::query(
+            "UPDATE stores SET head = u.head, event_count = stores.event_count + u.added \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, head, added) WHERE stores.id = u.id",
+        )
+        .bind(&update_ids)
+        .bind(&update_heads)
+        .bind(&update_added)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(&format!(
+            "SELECT seq, parent_seq, name, args, client_id, session_id, created_at, change_pos \
+             FROM {} WHERE seq > $1 ORDER BY seq LIMIT $2",
+            id.table()
+        ))
+        .bind(to_i64(after.min(SeqNum::MAX)))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock orders the reset with concurrent appends to the store.
+        sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(id.0).fetch_one(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM changes WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = $1 WHERE id = $2")
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// One statement per store table, all of that store's batches of the group at once.
+async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&CommittedBatch]) -> StoreResult<()> {
+    let mut by_store: Vec<(StoreId, Vec<&Event>)> = Vec::new();
+    for batch in batches {
+        match by_store.iter_mut().find(|(id, _)| *id == batch.store) {
+            Some((_, events)) => events.extend(batch.events.iter()),
+            None => by_store.push((batch.store, batch.events.iter().collect())),
+        }
+    }
+    for (store, events) in by_store {
+        let mut columns = EventColumns::default();
+        for event in events {
+            columns.push(event);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::bigint[])",
+            store.table()
+        ))
+        .bind(columns.seq)
+        .bind(columns.parent_seq)
+        .bind(columns.name)
+        .bind(columns.args)
+        .bind(columns.client_id)
+        .bind(columns.session_id)
+        .bind(columns.created_at)
+        .bind(columns.change_pos)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn insert_changes(
+    tx: &mut Transaction<'_, Postgres>,
+    batches: &[&CommittedBatch],
+    created_at: &str,
+) -> StoreResult<()> {
+    let positions: Vec<i64> = batches.iter().map(|b| b.change_pos().0 as i64).collect();
+    let stores: Vec<i64> = batches.iter().map(|b| b.store.0).collect();
+    let firsts: Vec<i64> = batches.iter().map(|b| to_i64(b.events[0].seq)).collect();
+    let lasts: Vec<i64> = batches.iter().map(|b| to_i64(b.last_seq())).collect();
+    let counts: Vec<i32> = batches.iter().map(|b| b.events.len() as i32).collect();
+    sqlx::query(
+        "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) \
+         SELECT u.*, $6 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[]) AS u",
+    )
+    .bind(positions)
+    .bind(stores)
+    .bind(firsts)
+    .bind(lasts)
+    .bind(counts)
+    .bind(created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Events of one store as column arrays, the shape `UNNEST` takes.
+#[derive(Default)]
+struct EventColumns {
+    seq: Vec<i64>,
+    parent_seq: Vec<i64>,
+    name: Vec<String>,
+    args: Vec<String>,
+    client_id: Vec<String>,
+    session_id: Vec<String>,
+    created_at: Vec<String>,
+    change_pos: Vec<i64>,
+}
+
+impl EventColumns {
+    fn push(&mut self, event: &Event) {
+        self.seq.push(to_i64(event.seq));
+        self.parent_seq.push(to_i64(event.parent_seq));
+        self.name.push(event.body.name.clone());
+        self.args.push(event.body.args.get().to_owned());
+        self.client_id.push(event.body.client_id.clone());
+        self.session_id.push(event.body.session_id.clone());
+        self.created_at.push(event.created_at.clone());
+        self.change_pos.push(event.change_pos.0 as i64);
+    }
+}

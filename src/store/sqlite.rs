@@ -1,0 +1,211 @@
+//! Embedded SQLite backend: one file, WAL mode, `synchronous = FULL` (an acknowledged append
+//! survives power loss, not only a crash).
+//!
+//! Every write goes through one dedicated connection behind a mutex. SQLite allows one writer at
+//! a time anyway; owning it avoids `SQLITE_BUSY` upgrade failures between our own connections
+//! and makes group commit the only way to write faster. Reads use a pool of read-only
+//! connections, which WAL lets run beside the writer.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::Mutex;
+
+use super::{
+    AppendRequest, GroupOutcome, LockedHead, StoreResult, decide, event_from_row, materialize, store_info,
+    stores_in_lock_order, to_i64,
+};
+use crate::config::StoreConfig;
+use crate::eventlog::{Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339};
+
+pub struct SqliteStore {
+    writer: Mutex<SqliteConnection>,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(config: &StoreConfig) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(&config.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let writer = SqliteConnection::connect_with(&options).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer: Mutex::new(writer), readers })
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut writer = self.writer.lock().await;
+        sqlx::migrate!("./migrations/sqlite").run(&mut *writer).await
+    }
+
+    pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
+            .bind(key.protocol.as_str())
+            .bind(&key.name)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(id.map(StoreId))
+    }
+
+    pub async fn ensure_store(&self, key: &StoreKey) -> StoreResult<StoreId> {
+        if let Some(id) = self.find_store(key).await? {
+            return Ok(id);
+        }
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
+        )
+        .bind(key.protocol.as_str())
+        .bind(&key.name)
+        .bind(new_backend_id())
+        .bind(now_rfc3339())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = match inserted {
+            Some(id) => {
+                let table = StoreId(id).table();
+                sqlx::query(&format!(
+                    "CREATE TABLE {table} (seq INTEGER PRIMARY KEY, parent_seq INTEGER NOT NULL, \
+                     name TEXT NOT NULL, args TEXT NOT NULL, client_id TEXT NOT NULL, \
+                     session_id TEXT NOT NULL, created_at TEXT NOT NULL, change_pos INTEGER NOT NULL)"
+                ))
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+            None => {
+                sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
+                    .bind(key.protocol.as_str())
+                    .bind(&key.name)
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(StoreId(id))
+    }
+
+    pub async fn info(&self, id: StoreId) -> StoreResult<StoreInfo> {
+        let row = sqlx::query("SELECT protocol, name, head, backend_id, event_count FROM stores WHERE id = ?")
+            .bind(id.0)
+            .fetch_one(&self.readers)
+            .await?;
+        store_info(id, &row)
+    }
+
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        let mut heads = HashMap::new();
+        for id in stores_in_lock_order(group) {
+            let row =
+                sqlx::query("SELECT head, backend_id FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
+            let head: i64 = row.try_get("head")?;
+            let backend_id: String = row.try_get("backend_id")?;
+            heads.insert(id, LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+        }
+        let decision = decide(group, &heads);
+        let accepted = decision.accepted();
+        if accepted == 0 {
+            return Ok(materialize(decision, &heads, 0, ""));
+        }
+        let last: i64 =
+            sqlx::query_scalar("UPDATE change_log_head SET position = position + ? WHERE id = 1 RETURNING position")
+                .bind(accepted as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+        let store_updates = decision.store_updates.clone();
+        let created_at = now_rfc3339();
+        let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
+        for batch in outcome.iter().flatten() {
+            let insert = format!(
+                "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                batch.store.table()
+            );
+            for event in batch.events.iter() {
+                sqlx::query(&insert)
+                    .bind(to_i64(event.seq))
+                    .bind(to_i64(event.parent_seq))
+                    .bind(&event.body.name)
+                    .bind(event.body.args.get())
+                    .bind(&event.body.client_id)
+                    .bind(&event.body.session_id)
+                    .bind(&event.created_at)
+                    .bind(event.change_pos.0 as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(batch.change_pos().0 as i64)
+            .bind(batch.store.0)
+            .bind(to_i64(batch.events[0].seq))
+            .bind(to_i64(batch.last_seq()))
+            .bind(batch.events.len() as i64)
+            .bind(&created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, head, added) in store_updates {
+            sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")
+                .bind(to_i64(head))
+                .bind(added as i64)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(&format!(
+            "SELECT seq, parent_seq, name, args, client_id, session_id, created_at, change_pos \
+             FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
+            id.table()
+        ))
+        .bind(to_i64(after.min(SeqNum::MAX)))
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM changes WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = ? WHERE id = ?")
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.readers.close().await;
+    }
+}

@@ -1,0 +1,93 @@
+//! The `junction` binary itself: configuration errors, migrate, healthcheck, signals.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Kind, TestDatabase, spawn_app};
+
+fn junction() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_junction"));
+    // The developer's environment must not leak into what these tests check.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("JUNCTION_") || name == "DATABASE_URL" || name == "REDIS_URL" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+#[test]
+fn a_bad_value_stops_junction_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = junction().current_dir(dir.path()).env("JUNCTION_LIMITS__MAX_CONNECTIONS", "lots").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("configuration key `limits.max_connections`"), "{stderr}");
+
+    std::fs::write(dir.path().join("config.toml"), "[server]\nlisten = \"127.0.0.1:0\"\nport = 1\n").unwrap();
+    let output = junction().current_dir(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("configuration key `server.port`: unknown field"), "{stderr}");
+
+    let output = junction().args(["--config", "missing.toml"]).current_dir(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = junction().arg("migrate").current_dir(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(dir.path().join("data/junction.db").exists(), "the default store.url is data/junction.db");
+    // Applying again is a no-op, not an error.
+    let again = junction().arg("migrate").current_dir(dir.path()).output().unwrap();
+    assert!(again.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_reports_ready_and_unreachable() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let ok = junction().args(["healthcheck", &app.url("")]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let (_, _) = app.stop().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = junction().args(["healthcheck", &format!("http://127.0.0.1:{port}")]).output().unwrap();
+    assert!(!down.status.success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
+        .env("JUNCTION_STORE__URL", &db.url)
+        .env("JUNCTION_LOG__FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+    });
+    // Wait until it listens, then ask it to stop the way a container runtime would.
+    let started = std::time::Instant::now();
+    while !std::path::Path::new(db.url.trim_start_matches("sqlite://")).exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "junction did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    let lines = lines.join().unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{}", lines.join("\n"));
+    let log = lines.join("\n");
+    assert!(log.contains("junction is listening"), "{log}");
+    assert!(log.contains("ANONYMOUS ACCESS IS ON"), "the default config warns loudly: {log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "log.format = json: {log}");
+}

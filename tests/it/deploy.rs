@@ -1,0 +1,78 @@
+//! compose.yaml and the Dockerfile cannot be run here (no Docker engine), so they are parsed and
+//! checked against what the rest of the repository says.
+
+use serde_yaml::Value;
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn compose_runs_two_instances_on_one_postgres_and_one_redis() {
+    let compose: Value = serde_yaml::from_str(&repo_file("compose.yaml")).unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    let image = |name: &str| compose["services"][name]["image"].as_str().unwrap_or_default().to_owned();
+    assert!(image("postgres").starts_with("postgres:16"));
+    assert!(image("redis").starts_with("redis:7"));
+
+    let instances: Vec<&Value> =
+        services.iter().filter(|(name, _)| name.as_str().unwrap().starts_with("junction-")).map(|(_, s)| s).collect();
+    assert_eq!(instances.len(), 2);
+    let mut host_ports = Vec::new();
+    for instance in instances {
+        assert_eq!(instance["build"], Value::from("."));
+        let env = &instance["environment"];
+        assert_eq!(env["DATABASE_URL"], Value::from("postgres://junction:junction@postgres:5432/junction"));
+        assert_eq!(env["REDIS_URL"], Value::from("redis://redis:6379"));
+        for dependency in ["postgres", "redis"] {
+            assert_eq!(instance["depends_on"][dependency]["condition"], Value::from("service_healthy"));
+        }
+        let test: Vec<&str> =
+            instance["healthcheck"]["test"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(test[..3], ["CMD", "junction", "healthcheck"]);
+        assert!(test[3].ends_with(":8787"), "the container port is 8787");
+        let port = instance["ports"][0].as_str().unwrap();
+        assert!(port.ends_with(":8787"));
+        host_ports.push(port.split(':').next().unwrap().to_owned());
+    }
+    assert_ne!(host_ports[0], host_ports[1]);
+    // Every service with a healthcheck has a test command.
+    for (name, service) in services {
+        if let Some(check) = service.get("healthcheck") {
+            assert!(check["test"].as_sequence().is_some_and(|t| !t.is_empty()), "{name:?}");
+        }
+    }
+}
+
+#[test]
+fn dockerfile_builds_and_runs_the_junction_binary() {
+    let dockerfile = repo_file("Dockerfile");
+    let instructions: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    let known = ["FROM", "WORKDIR", "COPY", "RUN", "USER", "ENV", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD"];
+    for (instruction, _) in &instructions {
+        assert!(known.contains(instruction), "unexpected instruction {instruction}");
+    }
+    let froms: Vec<&str> = instructions.iter().filter(|(i, _)| *i == "FROM").map(|(_, a)| *a).collect();
+    assert_eq!(froms.len(), 2, "a build stage and a runtime stage");
+    let rust_image = froms[0].split_whitespace().next().unwrap();
+    let rust_version = rust_image.trim_start_matches("rust:").split('-').next().unwrap();
+    let manifest = repo_file("Cargo.toml");
+    let required = manifest.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"');
+    assert!(version_at_least(rust_version, required), "{rust_image} is older than rust-version {required}");
+    assert!(dockerfile.contains("cargo build --release --locked --bin junction"));
+    assert!(dockerfile.contains("COPY --from=build /src/target/release/junction /usr/local/bin/junction"));
+    assert!(dockerfile.contains("COPY config.toml /etc/junction/config.toml"));
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["junction", "--config", "/etc/junction/config.toml"]"#));
+    assert!(dockerfile.contains(r#"CMD ["junction", "healthcheck", "http://127.0.0.1:8787"]"#));
+    assert!(dockerfile.contains("JUNCTION_SERVER__LISTEN=0.0.0.0:8787"));
+    assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).exists(), "--locked needs it");
+}
+
+fn version_at_least(have: &str, need: &str) -> bool {
+    let parse = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>();
+    parse(have) >= parse(need)
+}

@@ -1,0 +1,154 @@
+//! The one place tests start things: a fresh database per test (SQLite in a temp dir, or a new
+//! database on the Postgres server that scripts/test.sh started), and the real server on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use junction::config::Config;
+use junction::eventlog::{AppendBatch, EventBody, EventLog, NewEvent, Protocol, SeqNum, StoreKey};
+use sqlx::Connection;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Set by scripts/test.sh: a Postgres server where tests may create databases.
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that lives as long as the test holds it.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(kind: Kind) -> Arc<TestDatabase> {
+        match kind {
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/data/junction.db", dir.path().display());
+                Arc::new(TestDatabase { url, _dir: Some(dir) })
+            }
+            Kind::Postgres => {
+                let server = std::env::var(POSTGRES_ENV).unwrap_or_else(|_| {
+                    panic!("{POSTGRES_ENV} is not set: run the tests with scripts/test.sh, which starts Postgres")
+                });
+                let name = format!("junction_test_{}", junction::eventlog::new_backend_id().to_lowercase());
+                let mut admin = sqlx::PgConnection::connect(&server).await.expect("connecting to the test Postgres");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("CREATE DATABASE");
+                admin.close().await.ok();
+                let (base, _) = server.rsplit_once('/').expect("a Postgres URL ends with /database");
+                Arc::new(TestDatabase { url: format!("{base}/{name}"), _dir: None })
+            }
+        }
+    }
+}
+
+/// Configuration for a test server: port 0, the given database, quiet defaults.
+pub fn test_config(db: &TestDatabase) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_grace_secs = 5;
+    config.store.url = db.url.clone();
+    config.store.max_connections = 4;
+    config
+}
+
+/// A running Junction.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub log: EventLog,
+    pub config: Config,
+    pub db: Arc<TestDatabase>,
+    stop: CancellationToken,
+    serving: JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app(kind: Kind) -> TestApp {
+    let db = TestDatabase::new(kind).await;
+    let config = test_config(&db);
+    spawn_app_with(config, db).await
+}
+
+pub async fn spawn_app_with(config: Config, db: Arc<TestDatabase>) -> TestApp {
+    junction::telemetry::init(&junction::config::LogConfig { level: "error".into(), ..Default::default() });
+    let server = junction::server::Server::build(config.clone()).await.expect("building the server");
+    let addr = server.local_addr();
+    let log = server.state().log.clone();
+    let stop = CancellationToken::new();
+    let serving = tokio::spawn(server.run(stop.clone()));
+    TestApp { addr, log, config, db, stop, serving }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Shuts the server down as SIGTERM would and waits until it has drained.
+    pub async fn stop(self) -> (Config, Arc<TestDatabase>) {
+        self.stop.cancel();
+        self.serving.await.expect("server task").expect("server run");
+        (self.config, self.db)
+    }
+
+    /// Stops the server and starts a new one on the same database (on a new port).
+    pub async fn restart(self) -> TestApp {
+        let (config, db) = self.stop().await;
+        spawn_app_with(config, db).await
+    }
+}
+
+pub fn key(name: &str) -> StoreKey {
+    StoreKey::new(Protocol::LiveStore, name)
+}
+
+pub fn body(name: &str, args: &str) -> EventBody {
+    EventBody {
+        name: name.into(),
+        args: serde_json::value::RawValue::from_string(args.into()).unwrap(),
+        client_id: "client-a".into(),
+        session_id: "session-1".into(),
+    }
+}
+
+/// A checked batch continuing from `expected`, with the given seqs chained by parent.
+pub fn checked(expected: u64, seqs: &[u64]) -> AppendBatch {
+    let mut parent = SeqNum(expected);
+    let events = seqs
+        .iter()
+        .map(|&seq| {
+            let event = NewEvent { seq: SeqNum(seq), parent_seq: parent, body: body("todoCreated-v1", r#"{"id":1}"#) };
+            parent = SeqNum(seq);
+            event
+        })
+        .collect();
+    AppendBatch::Checked { expected_head: SeqNum(expected), events }
+}
+
+pub fn at_head(count: usize) -> AppendBatch {
+    AppendBatch::AtHead { events: (0..count).map(|i| body("set", &format!("{{\"i\":{i}}}"))).collect() }
+}
+
+/// Runs one async test body once per backend, as two separately reported tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Kind::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Kind::Postgres).await
+                }
+            }
+        )*
+    };
+}

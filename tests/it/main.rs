@@ -1,0 +1,7 @@
+//! Junction's integration tests: one binary, the real server on port 0, real databases.
+
+mod cli;
+mod deploy;
+mod eventlog;
+mod helpers;
+mod http;
