@@ -104,7 +104,7 @@ pub struct LimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ProtocolsConfig {
     pub synckit: ProtocolConfig,
-    pub livestore: ProtocolConfig,
+    pub livestore: LiveStoreConfig,
     pub pocket: ProtocolConfig,
 }
 
@@ -116,6 +116,22 @@ pub struct ProtocolConfig {
     pub path: String,
     /// Let clients in without a token. Convenient for development, wrong for production.
     pub allow_anonymous: bool,
+}
+
+/// LiveStore serves two client generations at two places: 0.3.x always appends `/websocket` to
+/// its base URL; 0.4.x connects to its base URL verbatim and says `transport=ws|http` in the query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveStoreConfig {
+    pub enabled: bool,
+    /// Path of the 0.3.x WebSocket endpoint (the client's base URL path + `/websocket`).
+    pub path: String,
+    /// Path of the 0.4.x endpoint (WebSocket and HTTP; the client's base URL path).
+    pub rpc_path: String,
+    /// Let clients in without a token.
+    pub allow_anonymous: bool,
+    /// Static tokens accepted in the client's `payload.authToken`, each granting every store.
+    pub tokens: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -162,7 +178,14 @@ impl Default for LimitsConfig {
 impl Default for ProtocolsConfig {
     fn default() -> Self {
         let on = |path: &str| ProtocolConfig { enabled: true, path: path.into(), allow_anonymous: true };
-        ProtocolsConfig { synckit: on("/ws"), livestore: on("/websocket"), pocket: on("/sync") }
+        let livestore = LiveStoreConfig {
+            enabled: true,
+            path: "/websocket".into(),
+            rpc_path: "/".into(),
+            allow_anonymous: true,
+            tokens: Vec::new(),
+        };
+        ProtocolsConfig { synckit: on("/ws"), livestore, pocket: on("/sync") }
     }
 }
 
@@ -233,38 +256,44 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "is not a valid tracing filter (e.g. `info`, `junction=debug`)");
         }
-        let protocols = [
-            ("protocols.synckit.path", &self.protocols.synckit),
-            ("protocols.livestore.path", &self.protocols.livestore),
-            ("protocols.pocket.path", &self.protocols.pocket),
+        let livestore = &self.protocols.livestore;
+        let paths = [
+            ("protocols.synckit.path", self.protocols.synckit.enabled, &self.protocols.synckit.path),
+            ("protocols.livestore.path", livestore.enabled, &livestore.path),
+            ("protocols.livestore.rpc_path", livestore.enabled, &livestore.rpc_path),
+            ("protocols.pocket.path", self.protocols.pocket.enabled, &self.protocols.pocket.path),
         ];
-        for (key, protocol) in protocols {
-            if !protocol.path.starts_with('/') {
+        for (key, enabled, path) in paths {
+            if !path.starts_with('/') {
                 return invalid(key, "must start with /");
             }
-            if protocol.enabled && RESERVED_PATHS.contains(&protocol.path.as_str()) {
+            if enabled && RESERVED_PATHS.contains(&path.as_str()) {
                 return invalid(key, "collides with one of Junction's own endpoints");
             }
         }
-        for (i, (key, a)) in protocols.iter().enumerate() {
-            for (_, b) in &protocols[i + 1..] {
-                if a.enabled && b.enabled && a.path == b.path {
+        for (i, (key, a_enabled, a)) in paths.iter().enumerate() {
+            for (_, b_enabled, b) in &paths[i + 1..] {
+                if *a_enabled && *b_enabled && a == b {
                     return invalid(key, "is also used by another enabled protocol");
                 }
             }
+        }
+        if livestore.tokens.iter().any(String::is_empty) {
+            return invalid("protocols.livestore.tokens", "must not contain an empty token");
         }
         Ok(())
     }
 
     /// Names of the protocols that let clients in without a token, for the start-up warning.
     pub fn anonymous_protocols(&self) -> Vec<&'static str> {
+        let protocols = &self.protocols;
         [
-            ("synckit", &self.protocols.synckit),
-            ("livestore", &self.protocols.livestore),
-            ("pocket", &self.protocols.pocket),
+            ("synckit", protocols.synckit.enabled && protocols.synckit.allow_anonymous),
+            ("livestore", protocols.livestore.enabled && protocols.livestore.allow_anonymous),
+            ("pocket", protocols.pocket.enabled && protocols.pocket.allow_anonymous),
         ]
         .into_iter()
-        .filter(|(_, p)| p.enabled && p.allow_anonymous)
+        .filter(|(_, anonymous)| *anonymous)
         .map(|(name, _)| name)
         .collect()
     }
@@ -288,7 +317,8 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .join("\n")
 }
 
-/// Paths served by Junction itself, which no protocol may take.
+/// Paths served by Junction itself, which no protocol may take. (`/` may be shared with the
+/// LiveStore 0.4 endpoint, which tells its requests apart by their query.)
 const RESERVED_PATHS: &[&str] = &["/health", "/health/ready", "/metrics"];
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 //!
 //! A write travels **frames → protocol module → event log → store → fan-out**:
 //!
-//! - `protocols` — one module per wire protocol (arriving with their issues). Each decodes its
-//!   frames into typed messages with pure functions, translates them into event-log operations,
-//!   and encodes the replies; its socket loop stays thin.
+//! - [`protocols`] — one module per wire protocol ([`protocols::livestore`] so far; SyncKit and
+//!   Pocket arrive with their issues). Each decodes its frames into typed messages with pure
+//!   functions, translates them into event-log operations, and encodes the replies; its socket
+//!   loop stays thin.
 //! - [`eventlog`] — the shared model every protocol translates into: stores (independent,
 //!   totally ordered logs), check-and-append and at-head appends with group commit, reads,
 //!   per-store metadata, reset, and subscriptions that deliver catch-up plus live events
@@ -21,16 +22,19 @@
 //!   Redis across instances).
 //! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
+//! - [`auth`] — client JWTs (one claims format for every protocol).
 //! - [`config`] — layered configuration (defaults, `config.toml`, environment).
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
 
+pub mod auth;
 pub mod config;
 pub mod eventlog;
 pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod protocols;
 pub mod server;
 pub mod store;
 pub mod telemetry;

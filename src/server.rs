@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::eventlog::{EventLog, LogOptions, Protocol};
 use crate::fanout::{FanOut, Hub, LocalFanOut};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Cancelled when the server begins to shut down; long-lived connections watch it.
     pub shutdown: CancellationToken,
+    /// Verifies client JWTs for every protocol.
+    pub tokens: TokenVerifier,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
     redis: Option<redis::Client>,
@@ -100,6 +103,7 @@ impl Server {
     /// listener. Nothing is served until [`Server::run`].
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         let metrics = Metrics::new();
+        let tokens = TokenVerifier::from_config(&config.auth)?;
         let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
         if config.store.migrate_on_start {
             backend.migrate().await.context("applying migrations")?;
@@ -129,6 +133,7 @@ impl Server {
             log,
             metrics,
             shutdown: CancellationToken::new(),
+            tokens,
             tracker: TaskTracker::new(),
             redis,
         };

@@ -66,8 +66,10 @@ async fn append(store_url: String, writers: usize, batch: usize, seconds: u64) -
                     let events = (0..batch)
                         .map(|i| EventBody {
                             name: "set".into(),
-                            args: serde_json::value::RawValue::from_string(format!(r#"{{"field":"f{i}","value":{i}}}"#))
-                                .unwrap(),
+                            args: serde_json::value::RawValue::from_string(format!(
+                                r#"{{"field":"f{i}","value":{i}}}"#
+                            ))
+                            .unwrap(),
                             client_id: format!("writer-{w}"),
                             session_id: "bench".into(),
                         })

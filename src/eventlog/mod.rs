@@ -177,6 +177,14 @@ impl EventLog {
         }
     }
 
+    /// Number of events with `after` < seq ≤ `up_to` (0 for an unknown store).
+    pub async fn count_between(&self, key: &StoreKey, after: SeqNum, up_to: SeqNum) -> Result<u64, EventLogError> {
+        match self.existing_store_id(key).await? {
+            Some(id) => Ok(self.inner.backend.count(id, after, up_to).await?),
+            None => Ok(0),
+        }
+    }
+
     /// The store's last seq (ROOT for an empty or unknown store).
     pub async fn head(&self, key: &StoreKey) -> Result<SeqNum, EventLogError> {
         match self.existing_store_id(key).await? {

@@ -4,33 +4,49 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::json;
+
+use crate::protocols::livestore;
 
 use crate::server::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", any(root))
         .route("/health", get(liveness))
         .route("/health/ready", get(readiness))
         .route("/metrics", get(metrics))
+        .merge(crate::protocols::router(&state))
         .with_state(state)
 }
 
-async fn index(State(state): State<AppState>) -> Response {
+/// `/` is Junction's index, and also where LiveStore 0.4 clients connect by default (they say
+/// so in the query).
+async fn root(State(state): State<AppState>, request: Request) -> Response {
+    if livestore::is_rpc_request(&state, request.uri().query()) {
+        return livestore::rpc_entry(State(state), request).await;
+    }
+    if request.method() != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    index(&state)
+}
+
+fn index(state: &AppState) -> Response {
     let protocols = &state.config.protocols;
     let describe = |p: &crate::config::ProtocolConfig| json!({"enabled": p.enabled, "path": p.path});
+    let livestore = &protocols.livestore;
     axum::Json(json!({
         "name": "junction",
         "version": env!("CARGO_PKG_VERSION"),
         "store": state.log.backend_kind(),
         "protocols": {
             "synckit": describe(&protocols.synckit),
-            "livestore": describe(&protocols.livestore),
+            "livestore": {"enabled": livestore.enabled, "path": livestore.path, "rpc_path": livestore.rpc_path},
             "pocket": describe(&protocols.pocket),
         },
     }))

@@ -98,6 +98,11 @@ impl Backend {
         dispatch!(self, store => store.read(id, after, limit).await)
     }
 
+    /// Number of events with `after` < seq ≤ `up_to`.
+    pub async fn count(&self, id: StoreId, after: SeqNum, up_to: SeqNum) -> StoreResult<u64> {
+        dispatch!(self, store => store.count(id, after, up_to).await)
+    }
+
     /// Removes every event of the store, sets its head to ROOT and gives it `backend_id`.
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
         dispatch!(self, store => store.reset(id, backend_id).await)

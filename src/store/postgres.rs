@@ -146,6 +146,16 @@ impl PostgresStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    pub async fn count(&self, id: StoreId, after: SeqNum, up_to: SeqNum) -> StoreResult<u64> {
+        let count: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {} WHERE seq > $1 AND seq <= $2", id.table()))
+                .bind(to_i64(after.min(SeqNum::MAX)))
+                .bind(to_i64(up_to.min(SeqNum::MAX)))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count as u64)
+    }
+
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         // The row lock orders the reset with concurrent appends to the store.

@@ -188,6 +188,15 @@ impl SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    pub async fn count(&self, id: StoreId, after: SeqNum, up_to: SeqNum) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {} WHERE seq > ? AND seq <= ?", id.table()))
+            .bind(to_i64(after.min(SeqNum::MAX)))
+            .bind(to_i64(up_to.min(SeqNum::MAX)))
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(count as u64)
+    }
+
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;

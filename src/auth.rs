@@ -1,0 +1,159 @@
+//! Client tokens, shared by every protocol: one JWT format grants access across all of them.
+//!
+//! Claims Junction reads (others are ignored):
+//!
+//! ```json
+//! {"userId": "u1", "exp": 1767225600,
+//!  "permissions": {"canRead": ["doc-*"], "canWrite": ["doc-1"], "isAdmin": false}}
+//! ```
+//!
+//! A pattern is a store name, or a prefix ending in `*`; `"*"` matches every store. `isAdmin`
+//! grants everything. A token without `permissions` is valid but grants nothing (it does not
+//! fail to parse). HS256 tokens are checked with `auth.jwt_secret`; RS256 and ES256 tokens with
+//! `auth.jwt_public_key`. `exp` is enforced when present.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+
+/// What a verified token allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    #[serde(default, alias = "sub")]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    #[serde(default)]
+    pub can_read: Vec<String>,
+    #[serde(default)]
+    pub can_write: Vec<String>,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+impl Claims {
+    pub fn can_read(&self, store: &str) -> bool {
+        self.permissions.is_admin || matches_any(&self.permissions.can_read, store)
+    }
+
+    pub fn can_write(&self, store: &str) -> bool {
+        self.permissions.is_admin || matches_any(&self.permissions.can_write, store)
+    }
+}
+
+fn matches_any(patterns: &[String], store: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => store.starts_with(prefix),
+        None => pattern == store,
+    })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no token verification key is configured (auth.jwt_secret or auth.jwt_public_key)")]
+    NotConfigured,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Verifies client JWTs with the configured keys.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    secret: Option<DecodingKey>,
+    rsa: Option<DecodingKey>,
+    ec: Option<DecodingKey>,
+}
+
+impl TokenVerifier {
+    /// Fails (naming the key) when `auth.jwt_public_key` is set but is not a PEM RSA or EC key.
+    pub fn from_config(config: &AuthConfig) -> Result<TokenVerifier, crate::config::ConfigError> {
+        let secret = (!config.jwt_secret.is_empty()).then(|| DecodingKey::from_secret(config.jwt_secret.as_bytes()));
+        let (mut rsa, mut ec) = (None, None);
+        if !config.jwt_public_key.is_empty() {
+            let pem = config.jwt_public_key.as_bytes();
+            rsa = DecodingKey::from_rsa_pem(pem).ok();
+            ec = DecodingKey::from_ec_pem(pem).ok();
+            if rsa.is_none() && ec.is_none() {
+                return Err(crate::config::ConfigError::Invalid {
+                    key: "auth.jwt_public_key",
+                    reason: "is not a PEM-encoded RSA or EC public key".into(),
+                });
+            }
+        }
+        Ok(TokenVerifier { secret, rsa, ec })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.secret.is_some() || self.rsa.is_some() || self.ec.is_some()
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.secret.as_ref(),
+            Algorithm::RS256 => self.rsa.as_ref(),
+            Algorithm::ES256 => self.ec.as_ref(),
+            other => return Err(AuthError::Invalid(format!("algorithm {other:?} is not accepted"))),
+        };
+        let key = key.ok_or(AuthError::NotConfigured)?;
+        let mut validation = Validation::new(header.alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::from_config(&AuthConfig { jwt_secret: "s3cret".into(), ..AuthConfig::default() }).unwrap()
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
+    }
+
+    #[test]
+    fn permissions_match_names_and_prefixes() {
+        let claims = verifier()
+            .verify(&token(
+                serde_json::json!({"userId": "u1", "permissions": {"canRead": ["doc-*"], "canWrite": ["doc-1"]}}),
+                "s3cret",
+            ))
+            .unwrap();
+        assert_eq!(claims.user_id.as_deref(), Some("u1"));
+        assert!(claims.can_read("doc-7") && !claims.can_read("other"));
+        assert!(claims.can_write("doc-1") && !claims.can_write("doc-2"));
+    }
+
+    #[test]
+    fn a_token_without_permissions_grants_nothing() {
+        let claims = verifier().verify(&token(serde_json::json!({"sub": "u2"}), "s3cret")).unwrap();
+        assert!(!claims.can_read("anything") && !claims.can_write("anything"));
+        let admin = verifier().verify(&token(serde_json::json!({"permissions": {"isAdmin": true}}), "s3cret")).unwrap();
+        assert!(admin.can_write("anything"));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        assert!(verifier().verify(&token(serde_json::json!({}), "wrong")).is_err());
+        assert!(verifier().verify("not a token").is_err());
+        let expired = token(serde_json::json!({"exp": 1_000_000_000}), "s3cret");
+        assert!(verifier().verify(&expired).is_err());
+        let unconfigured = TokenVerifier::from_config(&AuthConfig::default()).unwrap();
+        assert_eq!(unconfigured.verify(&token(serde_json::json!({}), "x")), Err(AuthError::NotConfigured));
+    }
+}

@@ -1,0 +1,232 @@
+//! The 0.3.x WebSocket loop: `WSMessage.*` frames (§2).
+//!
+//! A `PullReq` starts the socket's pull: pages up to the head with `context:"pull"` and the
+//! `remaining` count, then every later batch as a `context:"push"` PullRes (the echo the pusher
+//! needs to confirm its own events, and what every other socket needs to stay current).
+//! Cloudflare also broadcasts to sockets that never pulled; the client stashes those and keeps
+//! only what its pull page does not already hold, so not sending them changes nothing.
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
+use super::v03::{self, PullContext, Request, Response};
+use crate::eventlog::SubscriptionEnded;
+use crate::limits::RateLimiter;
+use crate::protocols::socket::{self, Outbox, close_code};
+use crate::server::AppState;
+
+pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
+    let (outbox, mut incoming, writer) = socket::split(socket, 256);
+    let mut limiter = RateLimiter::new(state.config.limits.messages_per_second);
+    let mut pull: Option<JoinHandle<()>> = None;
+    // A pull that cannot go on (slow consumer, reset) asks the loop to close the socket.
+    let (pull_ended, mut pull_end) = mpsc::channel::<&'static str>(1);
+    loop {
+        tokio::select! {
+            frame = incoming.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = handle(&state, &params, &grant, &outbox, &mut limiter, &mut pull, &pull_ended, &text).await;
+                    if let Some(reply) = reply
+                        && !outbox.text(reply.to_json()).await
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let reply = Response::Error { request_id: String::new(), message: "Binary frames are not supported".into() };
+                    outbox.text(reply.to_json()).await;
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+            Some(reason) = pull_end.recv() => {
+                outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
+                break;
+            }
+            _ = state.shutdown.cancelled() => {
+                outbox.close(close_code::GOING_AWAY, "server shutting down").await;
+                break;
+            }
+        }
+    }
+    if let Some(pull) = pull {
+        pull.abort();
+    }
+    drop(outbox);
+    let _ = writer.await;
+}
+
+/// Handles one text frame; the reply (if any) goes to the sender only.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    state: &AppState,
+    params: &SyncParams,
+    grant: &Grant,
+    outbox: &Outbox,
+    limiter: &mut RateLimiter,
+    pull: &mut Option<JoinHandle<()>>,
+    pull_ended: &mpsc::Sender<&'static str>,
+    text: &str,
+) -> Option<Response> {
+    if text.len() > state.config.limits.max_frame_bytes {
+        let message =
+            format!("Message too large: {} bytes, the limit is {}", text.len(), state.config.limits.max_frame_bytes);
+        return Some(Response::Error { request_id: request_id_of(text), message });
+    }
+    if !limiter.allow() {
+        return Some(Response::Error {
+            request_id: request_id_of(text),
+            message: "Too many messages. Please slow down.".into(),
+        });
+    }
+    let request = match v03::decode_request(text) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::debug!(store = %params.store_id, %error, "livestore 0.3: undecodable frame");
+            return Some(Response::bad_frame(&error));
+        }
+    };
+    match request {
+        Request::Ping => Some(Response::Pong),
+        Request::PullReq { request_id, cursor } => {
+            if let Some(previous) = pull.take() {
+                previous.abort();
+            }
+            let task = run_pull(state.clone(), params.clone(), outbox.clone(), request_id, cursor, pull_ended.clone());
+            *pull = Some(tokio::spawn(task));
+            None
+        }
+        Request::PushReq { request_id, batch } => match session::push(&state.log, params, grant, &batch).await {
+            Ok(()) => Some(Response::PushAck { request_id }),
+            Err(PushRefused::NotOnHead { head, provided }) => {
+                Some(Response::invalid_parent(request_id, provided, head.0))
+            }
+            Err(PushRefused::Forbidden) => {
+                Some(Response::Error { request_id, message: "Not allowed to push to this store".into() })
+            }
+            Err(PushRefused::Invalid(reason)) => {
+                Some(Response::Error { request_id, message: format!("Invalid batch: {reason}") })
+            }
+            Err(PushRefused::Internal) => Some(Response::Error { request_id, message: "Internal error".into() }),
+        },
+        Request::AdminResetRoomReq { request_id, admin_secret } => {
+            if !admin_secret_ok(state, &admin_secret) {
+                return Some(Response::invalid_admin_secret(request_id));
+            }
+            match state.log.reset(&params.key()).await {
+                Ok(_) => Some(Response::AdminResetRoomRes { request_id }),
+                Err(error) => {
+                    tracing::error!(store = %params.store_id, %error, "livestore: reset failed");
+                    Some(Response::Error { request_id, message: "Internal error".into() })
+                }
+            }
+        }
+        Request::AdminInfoReq { request_id, admin_secret } => {
+            if !admin_secret_ok(state, &admin_secret) {
+                return Some(Response::invalid_admin_secret(request_id));
+            }
+            match state.log.info(&params.key()).await {
+                Ok(info) => Some(Response::AdminInfoRes { request_id, durable_object_id: info.backend_id }),
+                Err(error) => {
+                    tracing::error!(store = %params.store_id, %error, "livestore: info failed");
+                    Some(Response::Error { request_id, message: "Internal error".into() })
+                }
+            }
+        }
+    }
+}
+
+/// The initial pages, then the live part, until the socket goes or the subscription ends.
+async fn run_pull(
+    state: AppState,
+    params: SyncParams,
+    outbox: Outbox,
+    request_id: String,
+    cursor: Option<u64>,
+    ended: mpsc::Sender<&'static str>,
+) {
+    let key = params.key();
+    let fail = |error: &dyn std::fmt::Display| {
+        tracing::error!(store = %params.store_id, %error, "livestore 0.3: pull failed");
+        Response::Error { request_id: request_id.clone(), message: "Internal error".into() }
+    };
+    let mut initial = match InitialPull::start(&state.log, key.clone(), cursor).await {
+        Ok(initial) => initial,
+        Err(error) => {
+            outbox.text(fail(&error).to_json()).await;
+            return;
+        }
+    };
+    loop {
+        match initial.next_page(&state.log).await {
+            Ok(Some(page)) => {
+                let frame = Response::PullRes {
+                    request_id: request_id.clone(),
+                    context: PullContext::Pull,
+                    batch: page.events,
+                    remaining: page.remaining,
+                };
+                if !outbox.text(frame.to_json()).await {
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                outbox.text(fail(&error).to_json()).await;
+                return;
+            }
+        }
+    }
+    let mut subscription = match state.log.subscribe(&key, initial.last_seq()).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            outbox.text(fail(&error).to_json()).await;
+            return;
+        }
+    };
+    loop {
+        match subscription.next().await {
+            Ok(events) => {
+                for batch in session::paginate(&events) {
+                    let frame = Response::PullRes {
+                        request_id: request_id.clone(),
+                        context: PullContext::Push,
+                        batch,
+                        remaining: 0,
+                    };
+                    if !outbox.text(frame.to_json()).await {
+                        return;
+                    }
+                }
+            }
+            Err(end) => {
+                tracing::info!(store = %params.store_id, reason = %end, "livestore 0.3: closing a socket whose pull ended");
+                let reason = match end {
+                    SubscriptionEnded::SlowConsumer => "too slow: reconnect and pull again",
+                    SubscriptionEnded::Reset => "the store was reset",
+                    SubscriptionEnded::Log(_) => "internal error",
+                };
+                let _ = ended.send(reason).await;
+                return;
+            }
+        }
+    }
+}
+
+fn admin_secret_ok(state: &AppState, given: &str) -> bool {
+    let secret = &state.config.auth.admin_secret;
+    !secret.is_empty() && secret == given
+}
+
+/// The `requestId` of a frame we will not decode fully (too large, or over the rate limit).
+fn request_id_of(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(rename = "requestId")]
+        request_id: Option<String>,
+    }
+    serde_json::from_str::<Id>(text).ok().and_then(|id| id.request_id).unwrap_or_default()
+}

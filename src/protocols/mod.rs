@@ -1,0 +1,19 @@
+//! One module per wire protocol. Each decodes its frames with pure functions (golden-tested),
+//! translates them into operations on the shared [`crate::eventlog`], and encodes the replies;
+//! the socket loops around that stay thin and share [`socket`].
+
+pub mod livestore;
+pub mod socket;
+
+use axum::Router;
+
+use crate::server::AppState;
+
+/// The routes of every enabled protocol.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let mut router = Router::new();
+    if state.config.protocols.livestore.enabled {
+        router = router.merge(livestore::router(&state.config.protocols.livestore));
+    }
+    router
+}

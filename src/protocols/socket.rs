@@ -1,0 +1,54 @@
+//! What every protocol's WebSocket loop shares: one writer task per socket fed by a bounded
+//! outbox, so that replies and live deliveries from several tasks go out in the order they were
+//! queued, and a socket that stops reading makes its producers wait instead of growing memory.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::{SplitStream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Close codes Junction uses.
+pub mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the protocol in a way that needs a fresh connection.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The client fell too far behind, or the store was reset: reconnect and resume.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Frames waiting for one socket. Cheap to clone; every clone feeds the same writer.
+#[derive(Clone)]
+pub struct Outbox {
+    queue: mpsc::Sender<Message>,
+}
+
+impl Outbox {
+    /// Queues a text frame; `false` when the socket is gone.
+    pub async fn text(&self, text: impl Into<Utf8Bytes>) -> bool {
+        self.queue.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    /// Queues a close frame; the writer stops after sending it.
+    pub async fn close(&self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = self.queue.send(Message::Close(Some(frame))).await;
+    }
+}
+
+/// Splits a socket into its incoming stream, an outbox and the writer task that drains it.
+pub fn split(socket: WebSocket, capacity: usize) -> (Outbox, SplitStream<WebSocket>, JoinHandle<()>) {
+    let (mut sink, incoming) = socket.split();
+    let (queue, mut queued) = mpsc::channel::<Message>(capacity);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queued.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (Outbox { queue }, incoming, writer)
+}
