@@ -1,8 +1,12 @@
-//! Load generator. For now one mode, `append`: the event log in-process against a store URL, W
-//! concurrent writers, each on its own store, appending as fast as acknowledgements return.
-//! Prints a human table and one JSON line.
+//! Load generator. Prints a human table and one JSON line per run.
+//!
+//! - `append`: the event log in-process against a store URL: W concurrent writers, each on its
+//!   own store, appending as fast as acknowledgements return.
+//! - `livestore`: one LiveStore 0.4 client on the wire against a running Junction: pushes N events
+//!   in batches (each push waits for its Exit), then pulls them all back.
 //!
 //!   cargo run --release --bin junction-bench -- append --store-url sqlite:///tmp/b.db --writers 16
+//!   cargo run --release --bin junction-bench -- livestore --url ws://127.0.0.1:8787 --events 20000
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,12 +39,24 @@ enum Mode {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Push then pull throughput of one LiveStore 0.4 WebSocket client on one store.
+    Livestore {
+        /// Base URL of a running Junction, e.g. ws://127.0.0.1:8787
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Events per push (the real client's leader pushes at most 50).
+        #[arg(long, default_value_t = 50)]
+        batch: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().mode {
         Mode::Append { store_url, writers, batch, seconds } => append(store_url, writers, batch, seconds).await,
+        Mode::Livestore { url, events, batch } => livestore(url, events, batch).await,
     }
 }
 
@@ -113,4 +129,75 @@ async fn append(store_url: String, writers: usize, batch: usize, seconds: u64) -
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+async fn livestore(url: String, events: u64, batch: u64) -> anyhow::Result<()> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let store = format!("bench-{}", junction::eventlog::new_backend_id());
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{url}/?storeId={store}&transport=ws")).await?;
+    let started = Instant::now();
+    let mut request = 0u64;
+    let mut seq = 0u64;
+    while seq < events {
+        let count = batch.min(events - seq);
+        let batch_json: Vec<String> = (seq + 1..=seq + count)
+            .map(|n| {
+                format!(
+                    r#"{{"name":"todoCreated-v1","args":{{"id":"t{n}","text":"todo number {n}"}},"seqNum":{n},"parentSeqNum":{},"clientId":"bench","sessionId":"s1"}}"#,
+                    n - 1
+                )
+            })
+            .collect();
+        let frame = format!(
+            r#"{{"_tag":"Request","id":"{request}","tag":"SyncWsRpc.Push","payload":{{"storeId":"{store}","batch":[{}],"backendId":{{"_tag":"None"}}}},"headers":[]}}"#,
+            batch_json.join(",")
+        );
+        socket.send(Message::text(frame)).await?;
+        let reply = next_json(&mut socket).await?;
+        anyhow::ensure!(reply["exit"]["_tag"] == "Success", "push refused: {reply}");
+        request += 1;
+        seq += count;
+    }
+    let push_secs = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let pull = format!(
+        r#"{{"_tag":"Request","id":"{request}","tag":"SyncWsRpc.Pull","payload":{{"storeId":"{store}","live":false,"cursor":{{"_tag":"None"}}}},"headers":[]}}"#
+    );
+    socket.send(Message::text(pull)).await?;
+    let mut pulled = 0u64;
+    loop {
+        let message = next_json(&mut socket).await?;
+        if message["_tag"] == "Exit" {
+            break;
+        }
+        pulled += message["values"][0]["batch"].as_array().map_or(0, |b| b.len() as u64);
+    }
+    let pull_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(pulled == events, "pulled {pulled} of {events} events");
+    let (push_rate, pull_rate) = (events as f64 / push_secs, events as f64 / pull_secs);
+    println!("mode       events  batch   push events/s   pull events/s");
+    println!("livestore  {events:>6}  {batch:>5}  {push_rate:>14.0}  {pull_rate:>14.0}");
+    println!(
+        "{}",
+        serde_json::json!({"mode": "livestore", "events": events, "batch": batch,
+            "push_events_per_sec": push_rate, "pull_events_per_sec": pull_rate})
+    );
+    Ok(())
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(socket: &mut Socket) -> anyhow::Result<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(_)) => continue,
+            other => anyhow::bail!("socket ended: {other:?}"),
+        }
+    }
 }

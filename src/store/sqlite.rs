@@ -19,7 +19,16 @@ use super::{
     stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
-use crate::eventlog::{Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339};
+use crate::eventlog::{CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339};
+
+/// Rows per multi-row statement: 8 columns × 500 stays far below SQLite's 32,766 parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `(?, ?, …), (?, ?, …), …` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
 
 pub struct SqliteStore {
     writer: Mutex<SqliteConnection>,
@@ -111,12 +120,23 @@ impl SqliteStore {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
         let mut heads = HashMap::new();
-        for id in stores_in_lock_order(group) {
-            let row =
-                sqlx::query("SELECT head, backend_id FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
-            let head: i64 = row.try_get("head")?;
-            let backend_id: String = row.try_get("backend_id")?;
-            heads.insert(id, LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+        let ids = stores_in_lock_order(group);
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql =
+                format!("SELECT id, head, backend_id FROM stores WHERE id IN ({})", vec!["?"; chunk.len()].join(","));
+            let mut select = sqlx::query(&sql);
+            for id in chunk {
+                select = select.bind(id.0);
+            }
+            for row in select.fetch_all(&mut *tx).await? {
+                let id: i64 = row.try_get("id")?;
+                let head: i64 = row.try_get("head")?;
+                let backend_id: String = row.try_get("backend_id")?;
+                heads.insert(StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+            }
+        }
+        if heads.len() != ids.len() {
+            return Err(sqlx::Error::RowNotFound);
         }
         let decision = decide(group, &heads);
         let accepted = decision.accepted();
@@ -131,37 +151,47 @@ impl SqliteStore {
         let store_updates = decision.store_updates.clone();
         let created_at = now_rfc3339();
         let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
-        for batch in outcome.iter().flatten() {
-            let insert = format!(
-                "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                batch.store.table()
-            );
-            for event in batch.events.iter() {
-                sqlx::query(&insert)
-                    .bind(to_i64(event.seq))
-                    .bind(to_i64(event.parent_seq))
-                    .bind(&event.body.name)
-                    .bind(event.body.args.get())
-                    .bind(&event.body.client_id)
-                    .bind(&event.body.session_id)
-                    .bind(&event.created_at)
-                    .bind(event.change_pos.0 as i64)
-                    .execute(&mut *tx)
-                    .await?;
+        let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
+        // Multi-row statements: the cost of a group is a few statements per store, not per event.
+        for batch in &batches {
+            for rows in batch.events.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+                     VALUES {}",
+                    batch.store.table(),
+                    placeholders(rows.len(), 8)
+                );
+                let mut insert = sqlx::query(&sql);
+                for event in rows {
+                    insert = insert
+                        .bind(to_i64(event.seq))
+                        .bind(to_i64(event.parent_seq))
+                        .bind(&event.body.name)
+                        .bind(event.body.args.get())
+                        .bind(&event.body.client_id)
+                        .bind(&event.body.session_id)
+                        .bind(&event.created_at)
+                        .bind(event.change_pos.0 as i64);
+                }
+                insert.execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(batch.change_pos().0 as i64)
-            .bind(batch.store.0)
-            .bind(to_i64(batch.events[0].seq))
-            .bind(to_i64(batch.last_seq()))
-            .bind(batch.events.len() as i64)
-            .bind(&created_at)
-            .execute(&mut *tx)
-            .await?;
+        }
+        for rows in batches.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) VALUES {}",
+                placeholders(rows.len(), 6)
+            );
+            let mut insert = sqlx::query(&sql);
+            for batch in rows {
+                insert = insert
+                    .bind(batch.change_pos().0 as i64)
+                    .bind(batch.store.0)
+                    .bind(to_i64(batch.events[0].seq))
+                    .bind(to_i64(batch.last_seq()))
+                    .bind(batch.events.len() as i64)
+                    .bind(&created_at);
+            }
+            insert.execute(&mut *tx).await?;
         }
         for (id, head, added) in store_updates {
             sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")

@@ -152,3 +152,76 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// A raw WebSocket client for golden-frame tests.
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> WsClient {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        WsClient { socket }
+    }
+
+    /// The HTTP status the server answered the upgrade with (101 when it accepted).
+    pub async fn upgrade_status(url: &str) -> u16 {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("connect {url}: {other}"),
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.socket.send(tokio_tungstenite::tungstenite::Message::text(text)).await.expect("send");
+    }
+
+    /// The next text frame, or a panic after 10 s.
+    pub async fn recv(&mut self) -> String {
+        match self.next_message().await {
+            Some(tokio_tungstenite::tungstenite::Message::Text(text)) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        serde_json::from_str(&self.recv().await).expect("a JSON frame")
+    }
+
+    /// Waits for the server to close the socket; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match self.next_message().await {
+                Some(tokio_tungstenite::tungstenite::Message::Close(frame)) => return frame.map(|f| f.code.into()),
+                None => return None,
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives within `millis`.
+    pub async fn silent_for(&mut self, millis: u64) {
+        use futures_util::StreamExt;
+        if let Ok(message) = tokio::time::timeout(std::time::Duration::from_millis(millis), self.socket.next()).await {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+
+    async fn next_message(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        use futures_util::StreamExt;
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a frame within 10 s");
+            match next {
+                Some(Ok(
+                    tokio_tungstenite::tungstenite::Message::Ping(_) | tokio_tungstenite::tungstenite::Message::Pong(_),
+                )) => continue,
+                Some(Ok(message)) => return Some(message),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}

@@ -17,7 +17,10 @@ async fn index_names_the_enabled_protocols_and_their_paths() {
     assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(index["store"], "sqlite");
     assert_eq!(index["protocols"]["synckit"], serde_json::json!({"enabled": true, "path": "/ws"}));
-    assert_eq!(index["protocols"]["livestore"], serde_json::json!({"enabled": true, "path": "/websocket"}));
+    assert_eq!(
+        index["protocols"]["livestore"],
+        serde_json::json!({"enabled": true, "path": "/websocket", "rpc_path": "/"})
+    );
     assert_eq!(index["protocols"]["pocket"]["enabled"], false);
     app.stop().await;
 }

@@ -5,3 +5,5 @@ mod deploy;
 mod eventlog;
 mod helpers;
 mod http;
+mod livestore;
+mod livestore_interop;

@@ -67,9 +67,13 @@ export const runTest = (body, ms = 30_000) =>
       within(ms, 'whole test'),
       Effect.scoped,
       Effect.provide(FetchHttpClient.layer),
-      Effect.catchAllDefect((defect) => Effect.fail(defect)),
+      Effect.mapError(describeFailure),
     ),
   )
+
+/** Typed client errors (InvalidPushError, …) become Errors whose message names the tag. */
+const describeFailure = (err) =>
+  err instanceof Error && err._tag === undefined ? err : new Error(`${err?._tag ?? 'failure'}: ${errorText(err)}`)
 
 /**
  * Creates a 0.3 sync backend (it connects eagerly) for `storeId`. `opts.payload` overrides the

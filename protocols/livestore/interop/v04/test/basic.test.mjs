@@ -21,11 +21,16 @@ import {
 test('0. connect moves isConnected from false to true; ping succeeds', async () => {
   await runTest(
     Effect.gen(function* () {
-      const { backend } = yield* makeClient(randomStoreId('connect'))
+      // The WS client's `ping`/`connect` send nothing themselves: they wait for the Pong answering the
+      // client's *scheduled* Ping (one at connect, then every requestInterval, default 10 s). A 1 s
+      // interval keeps this test short.
+      const { backend } = yield* makeClient(randomStoreId('connect'), { ping: { requestInterval: 1_000 } })
       yield* backend.connect.pipe(within(5_000, 'connect'))
-      assert.equal(yield* SubscriptionRef.get(backend.isConnected), true)
-      yield* backend.ping.pipe(within(5_000, 'ping'))
-      assert.equal(yield* SubscriptionRef.get(backend.isConnected), true)
+      assert.equal(yield* SubscriptionRef.get(backend.isConnected), true, 'connected after connect')
+      for (let i = 0; i < 3; i++) {
+        yield* backend.ping.pipe(within(3_000, `ping ${i + 1} (keepalive Ping/Pong)`))
+        assert.equal(yield* SubscriptionRef.get(backend.isConnected), true, `still connected after ping ${i + 1}`)
+      }
     }),
   )
 })

@@ -71,7 +71,18 @@ export const within = (ms, label) => (effect) =>
  * by `ms`. Closing the scope closes every socket and background fiber the test started.
  */
 export const runTest = (body, ms = 30_000) =>
-  Effect.runPromise(body.pipe(within(ms, 'whole test'), Effect.scoped, Effect.provide(FetchHttpClient.layer)))
+  Effect.runPromise(
+    body.pipe(
+      within(ms, 'whole test'),
+      Effect.scoped,
+      Effect.provide(FetchHttpClient.layer),
+      Effect.mapError(describeFailure),
+    ),
+  )
+
+/** Typed client errors (ServerAheadError, …) become Errors whose message names the tag. */
+const describeFailure = (err) =>
+  err instanceof Error && err._tag === undefined ? err : new Error(`${err?._tag ?? 'failure'}: ${errorText(err)}`)
 
 /**
  * Creates a 0.4 sync backend. Every backend gets its **own** in-memory KeyValueStore (that is where

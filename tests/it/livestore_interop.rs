@@ -1,0 +1,51 @@
+//! The real `@livestore/sync-cf` clients (0.3.1 and 0.4.0 from npm) against a Junction started
+//! here, on SQLite and on Postgres. The Node side lives in protocols/livestore/interop/.
+
+use std::process::Stdio;
+
+use crate::helpers::{Kind, TestApp, TestDatabase, spawn_app, spawn_app_with, test_config};
+
+/// Runs the interop suite against `app`; panics with the suite's output when it fails.
+async fn run_interop(app: &TestApp, extra_env: &[(&str, &str)]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/run.sh");
+    let mut command = tokio::process::Command::new("bash");
+    command.arg(script).env("JUNCTION_URL", app.url("")).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(600), command.output())
+        .await
+        .expect("the interop suite finishes within 10 minutes")
+        .expect("running protocols/livestore/interop/run.sh");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "interop suite failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status
+    );
+    // node --test prints "# pass N" / "# fail N" per package: make sure tests really ran.
+    let passed: u32 =
+        stdout.lines().filter_map(|l| l.strip_prefix("# pass ")).filter_map(|n| n.trim().parse::<u32>().ok()).sum();
+    assert!(passed > 0, "the interop suite ran no test\n{stdout}");
+    println!("{stdout}");
+}
+
+async fn real_clients(kind: Kind) {
+    let app = spawn_app(kind).await;
+    run_interop(&app, &[]).await;
+    app.stop().await;
+}
+
+crate::on_both_backends!(real_clients);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_are_refused_without_a_valid_token() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.protocols.livestore.allow_anonymous = false;
+    config.protocols.livestore.tokens = vec!["interop-token".into()];
+    let app = spawn_app_with(config, db).await;
+    run_interop(&app, &[("JUNCTION_EXPECT_AUTH", "1"), ("JUNCTION_AUTH_TOKEN", "interop-token")]).await;
+    app.stop().await;
+}
