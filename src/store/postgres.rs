@@ -1,9 +1,9 @@
 //! Postgres backend, for production and for several instances sharing one database.
 //!
 //! A commit group is one transaction with a fixed number of round trips whatever its size: lock
-//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, one
-//! `INSERT … SELECT FROM UNNEST` per store table, one `UPDATE` of all heads and one `INSERT` of
-//! all change-log rows. The row locks serialize appends to one store across processes; stores
+//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, insert every
+//! event through one call of `junction_insert_events`, one `UPDATE` of all heads and one
+//! `INSERT` of all change-log rows. The row locks serialize appends to one store across processes; stores
 //! not in the group are untouched.
 
 use std::collections::HashMap;
@@ -179,26 +179,17 @@ impl PostgresStore {
     }
 }
 
-/// One statement per store table, all of that store's batches of the group at once.
+/// Every event of the group in one round trip, whatever the number of stores (see the
+/// `junction_insert_events` function in migrations/postgres).
 async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&CommittedBatch]) -> StoreResult<()> {
-    let mut by_store: Vec<(StoreId, Vec<&Event>)> = Vec::new();
+    let mut columns = EventColumns::default();
     for batch in batches {
-        match by_store.iter_mut().find(|(id, _)| *id == batch.store) {
-            Some((_, events)) => events.extend(batch.events.iter()),
-            None => by_store.push((batch.store, batch.events.iter().collect())),
+        for event in batch.events.iter() {
+            columns.push(batch.store, event);
         }
     }
-    for (store, events) in by_store {
-        let mut columns = EventColumns::default();
-        for event in events {
-            columns.push(event);
-        }
-        sqlx::query(&format!(
-            "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::bigint[])",
-            store.table()
-        ))
+    sqlx::query("SELECT junction_insert_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(columns.store)
         .bind(columns.seq)
         .bind(columns.parent_seq)
         .bind(columns.name)
@@ -209,7 +200,6 @@ async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&Committed
         .bind(columns.change_pos)
         .execute(&mut **tx)
         .await?;
-    }
     Ok(())
 }
 
@@ -238,9 +228,10 @@ async fn insert_changes(
     Ok(())
 }
 
-/// Events of one store as column arrays, the shape `UNNEST` takes.
+/// Events as column arrays, the shape `unnest` takes.
 #[derive(Default)]
 struct EventColumns {
+    store: Vec<i64>,
     seq: Vec<i64>,
     parent_seq: Vec<i64>,
     name: Vec<String>,
@@ -252,7 +243,8 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, event: &Event) {
+    fn push(&mut self, store: StoreId, event: &Event) {
+        self.store.push(store.0);
         self.seq.push(to_i64(event.seq));
         self.parent_seq.push(to_i64(event.parent_seq));
         self.name.push(event.body.name.clone());

@@ -96,6 +96,15 @@ impl TestApp {
         (self.config, self.db)
     }
 
+    /// Stops the server and starts a new one on the same database and the same port, so that
+    /// clients can reconnect to the address they know.
+    pub async fn restart_on_same_port(self) -> TestApp {
+        let addr = self.addr;
+        let (mut config, db) = self.stop().await;
+        config.server.listen = addr;
+        spawn_app_with(config, db).await
+    }
+
     /// Stops the server and starts a new one on the same database (on a new port).
     pub async fn restart(self) -> TestApp {
         let (config, db) = self.stop().await;

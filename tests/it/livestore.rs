@@ -64,7 +64,7 @@ async fn v03_ping_pull_push_and_echo_byte_for_byte() {
 
     client.send(&push03("p1", &[event(1, 0)])).await;
     // The ack and the echo of the push, in either order.
-    let mut frames = vec![client.recv_json().await, client.recv_json().await];
+    let mut frames = [client.recv_json().await, client.recv_json().await];
     frames.sort_by_key(|f| f["_tag"].as_str().unwrap().to_owned());
     assert_eq!(
         frames[0],

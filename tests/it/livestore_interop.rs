@@ -49,3 +49,64 @@ async fn real_clients_are_refused_without_a_valid_token() {
     run_interop(&app, &[("JUNCTION_EXPECT_AUTH", "1"), ("JUNCTION_AUTH_TOKEN", "interop-token")]).await;
     app.stop().await;
 }
+
+/// Junction closes the socket under a live pull (a restart on the same port); the unmodified 0.4
+/// client must notice (IsOfflineError), reconnect on its own and pull what came meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v04_client_recovers_from_a_server_side_close() {
+    use junction::eventlog::{AppendBatch, NewEvent, Protocol, SeqNum, StoreKey};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let app = spawn_app(Kind::Sqlite).await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/v04");
+    ensure_installed(dir).await;
+    let store = format!("recovery-{}", junction::eventlog::new_backend_id());
+    let mut script = tokio::process::Command::new("node")
+        .arg("recovery.mjs")
+        .arg(&store)
+        .current_dir(dir)
+        .env("JUNCTION_URL", app.url(""))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+    assert_eq!(ready.ok().and_then(|l| l.ok()).flatten().as_deref(), Some("ready"), "the client got going");
+
+    let app = app.restart_on_same_port().await;
+    let event = NewEvent {
+        seq: SeqNum(2),
+        parent_seq: SeqNum(1),
+        body: crate::helpers::body("todoCreated-v1", r#"{"id":"t2"}"#),
+    };
+    let key = StoreKey::new(Protocol::LiveStore, store);
+    app.log.append(&key, AppendBatch::Checked { expected_head: SeqNum(1), events: vec![event] }).await.unwrap();
+
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(90), script.wait_with_output()).await.unwrap().unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(output.status.success(), "recovery.mjs failed\n{rest}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(rest.contains("live pull failed with IsOfflineError"), "{rest}");
+    assert!(rest.contains("recovered"), "{rest}");
+    app.stop().await;
+}
+
+/// `npm ci` a package of the interop suite if it has not been installed yet.
+async fn ensure_installed(dir: &str) {
+    if std::path::Path::new(dir).join("node_modules").exists() {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+        .await
+        .expect("npm");
+    assert!(status.success(), "npm ci in {dir}");
+}

@@ -64,9 +64,9 @@ async fn connect_v03(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (params, grant) = match admit_params(&state, &query) {
+    let (params, grant) = match admit(&state, &query) {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
     };
     let ticket = match state.admit(Protocol::LiveStore) {
         Ok(ticket) => ticket,
@@ -85,9 +85,9 @@ pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Respo
     if request.method() == Method::OPTIONS {
         return preflight(request.headers());
     }
-    let (params, grant) = match admit_params(&state, &query) {
+    let (params, grant) = match admit(&state, &query) {
         Ok(admitted) => admitted,
-        Err(response) => return with_cors(response),
+        Err(reason) => return with_cors((StatusCode::BAD_REQUEST, reason).into_response()),
     };
     match params.transport {
         Some(Transport::Ws) => {
@@ -116,16 +116,15 @@ pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Respo
     }
 }
 
-/// Parses the query and checks the payload; a refusal is HTTP 400 with the reason, as
-/// Cloudflare answers, and a log line (the clients themselves retry silently).
-fn admit_params(state: &AppState, query: &HashMap<String, String>) -> Result<(SyncParams, Grant), Response> {
+/// Parses the query and checks the payload. A refusal is answered with HTTP 400 and the reason,
+/// as Cloudflare does, and logged (the clients themselves retry silently).
+fn admit(state: &AppState, query: &HashMap<String, String>) -> Result<(SyncParams, Grant), String> {
     let params = SyncParams::parse(query).map_err(|reason| {
         tracing::info!(%reason, "livestore: refused a connection with invalid search params");
-        (StatusCode::BAD_REQUEST, format!("Invalid search params: {reason}")).into_response()
+        format!("Invalid search params: {reason}")
     })?;
-    let grant = session::authorize(state, &params).map_err(|reason| {
+    let grant = session::authorize(state, &params).inspect_err(|reason| {
         tracing::info!(store = %params.store_id, %reason, "livestore: refused a connection");
-        (StatusCode::BAD_REQUEST, reason).into_response()
     })?;
     Ok((params, grant))
 }
