@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Junction's whole test suite on a fresh machine.
 #
-# Needs the Rust toolchain, Node and the Postgres server binaries. It starts what the tests need
-# and stops it again on exit:
+# Needs the Rust toolchain, Node and the Postgres server binaries. It installs or starts what the
+# tests need and stops it again on exit:
+#   - the npm packages of the real-client interop suites (npm ci from the committed lockfiles);
 #   - a throwaway Postgres cluster (unless DATABASE_URL or TEST_POSTGRES_URL is given),
 #     run as the `postgres` system user when started as root, since initdb refuses root.
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh eventlog).
@@ -53,6 +54,15 @@ elif [ -n "${DATABASE_URL:-}" ]; then
 else
   start_postgres
 fi
+# The real client libraries the interop tests drive (lockfiles committed; installed once here so
+# that tests running in parallel never install into the same folder at the same time).
+for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04; do
+  if [ ! -d "$package/node_modules" ]; then
+    log "installing the npm packages of $package"
+    (cd "$package" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
+
 # The server under test must not pick up the developer's settings.
 unset DATABASE_URL REDIS_URL
 

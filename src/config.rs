@@ -209,7 +209,9 @@ impl Config {
     pub fn figment(file: &Path) -> Figment {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("JUNCTION_").split("__"))
+            // Only `JUNCTION_<SECTION>__<KEY>` is configuration (every key lives in a section);
+            // other JUNCTION_* variables belong to tools around Junction (see `ignored_env_vars`).
+            .merge(Env::prefixed("JUNCTION_").filter(|key| key.as_str().contains("__")).split("__"))
             .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "store.url".into()))
             .merge(Env::raw().only(&["REDIS_URL"]).map(|_| "redis.url".into()))
     }
@@ -282,6 +284,15 @@ impl Config {
             return invalid("protocols.livestore.tokens", "must not contain an empty token");
         }
         Ok(())
+    }
+
+    /// `JUNCTION_*` variables that are not configuration (no `__`), so that start-up can say it
+    /// ignored them: `JUNCTION_SERVER_LISTEN` is a typo, not a setting.
+    pub fn ignored_env_vars() -> Vec<String> {
+        std::env::vars()
+            .map(|(name, _)| name)
+            .filter(|n| n.starts_with("JUNCTION_") && !n[9..].contains("__"))
+            .collect()
     }
 
     /// Names of the protocols that let clients in without a token, for the start-up warning.
@@ -370,10 +381,12 @@ mod tests {
             jail.set_env("JUNCTION_SERVER__LISTEN", "127.0.0.1:2");
             jail.set_env("DATABASE_URL", "postgres://db/junction");
             jail.set_env("JUNCTION_LIMITS__SUBSCRIBER_QUEUE", "7");
+            jail.set_env("JUNCTION_URL", "http://not-a-setting");
             let config = Config::load(Path::new("junction.toml")).unwrap();
             assert_eq!(config.server.listen.port(), 2);
             assert_eq!(config.store.url, "postgres://db/junction");
             assert_eq!(config.limits.subscriber_queue, 7);
+            assert_eq!(Config::ignored_env_vars(), ["JUNCTION_URL"]);
             Ok(())
         });
     }

@@ -54,6 +54,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = load_config(cli.config)?;
     junction::telemetry::init(&config.log);
+    for name in Config::ignored_env_vars() {
+        tracing::warn!(%name, "ignored: configuration variables are named JUNCTION_<SECTION>__<KEY>");
+    }
     match cli.command {
         None | Some(Command::Serve) => {
             let server = Server::build(config).await?;

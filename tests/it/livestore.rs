@@ -441,3 +441,26 @@ async fn shutdown_closes_sockets_with_going_away() {
     assert_eq!(v04.closed().await, Some(1001));
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_come_from_config_and_the_protocol_can_be_switched_off() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.protocols.livestore.path = "/ls/websocket".into();
+    config.protocols.livestore.rpc_path = "/ls".into();
+    let app = spawn_app_with(config, db).await;
+    assert_eq!(WsClient::upgrade_status(&format!("ws://{}/ls/websocket?storeId=a", app.addr)).await, 101);
+    assert_eq!(WsClient::upgrade_status(&format!("ws://{}/ls?storeId=a&transport=ws", app.addr)).await, 101);
+    assert_eq!(WsClient::upgrade_status(&format!("ws://{}/websocket?storeId=a", app.addr)).await, 404);
+    // `/` is only the index now, whatever the query says.
+    let index = reqwest::get(format!("http://{}/?storeId=a&transport=http", app.addr)).await.unwrap();
+    assert_eq!(index.json::<Value>().await.unwrap()["name"], "junction");
+    let (config, db) = app.stop().await;
+
+    let mut config = config;
+    config.protocols.livestore.enabled = false;
+    let app = spawn_app_with(config, db).await;
+    assert_eq!(WsClient::upgrade_status(&format!("ws://{}/ls/websocket?storeId=a", app.addr)).await, 404);
+    assert_eq!(WsClient::upgrade_status(&format!("ws://{}/ls?storeId=a&transport=ws", app.addr)).await, 404);
+    app.stop().await;
+}
