@@ -110,3 +110,36 @@ async fn ensure_installed(dir: &str) {
         .expect("npm");
     assert!(status.success(), "npm ci in {dir}");
 }
+
+/// The backendId the real 0.4 client learns for a store, over `transport`.
+async fn backend_id_seen_by_the_client(app: &TestApp, store: &str, push: u32, transport: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/v04");
+    ensure_installed(dir).await;
+    let output = tokio::process::Command::new("node")
+        .args(["backend-id.mjs", store, "--push", &push.to_string(), "--transport", transport])
+        .current_dir(dir)
+        .env("JUNCTION_URL", app.url(""))
+        .output()
+        .await
+        .expect("node");
+    assert!(output.status.success(), "backend-id.mjs: {}", String::from_utf8_lossy(&output.stderr));
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(!id.is_empty());
+    id
+}
+
+/// A restart must not change a store's backendId: a 0.4 client that saw another one would wipe
+/// its local data (`onBackendIdMismatch` defaults to 'reset').
+async fn backend_id_is_stable_across_a_restart_for_the_real_client(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let store = format!("stable-{}", junction::eventlog::new_backend_id());
+    let before = backend_id_seen_by_the_client(&app, &store, 3, "ws").await;
+    let app = app.restart().await;
+    assert_eq!(backend_id_seen_by_the_client(&app, &store, 0, "ws").await, before);
+    assert_eq!(backend_id_seen_by_the_client(&app, &store, 0, "http").await, before);
+    let info = app.log.info(&junction::eventlog::StoreKey::new(junction::eventlog::Protocol::LiveStore, store)).await;
+    assert_eq!(info.unwrap().backend_id, before);
+    app.stop().await;
+}
+
+crate::on_both_backends!(backend_id_is_stable_across_a_restart_for_the_real_client);
