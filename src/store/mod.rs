@@ -245,6 +245,20 @@ where
     })
 }
 
+/// Reads a `stores` row (id, head, backend_id) taken under lock at the start of a commit.
+pub(crate) fn locked_head<R>(row: &R) -> StoreResult<(StoreId, LockedHead)>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: i64 = row.try_get("id")?;
+    let head: i64 = row.try_get("head")?;
+    let backend_id: String = row.try_get("backend_id")?;
+    Ok((StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() }))
+}
+
 /// Reads a `stores` row (protocol, name, head, backend_id, event_count).
 pub(crate) fn store_info<R>(id: StoreId, row: &R) -> StoreResult<StoreInfo>
 where

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, LockedHead, StoreResult, decide, event_from_row, materialize, store_info,
+    AppendRequest, GroupOutcome, StoreResult, decide, event_from_row, locked_head, materialize, store_info,
     stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
@@ -92,10 +92,8 @@ impl PostgresStore {
             .await?;
         let mut heads = HashMap::new();
         for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let head: i64 = row.try_get("head")?;
-            let backend_id: String = row.try_get("backend_id")?;
-            heads.insert(StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+            let (id, head) = locked_head(&row)?;
+            heads.insert(id, head);
         }
         if heads.len() != ids.len() {
             return Err(sqlx::Error::RowNotFound);

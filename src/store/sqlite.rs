@@ -11,11 +11,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    AppendRequest, GroupOutcome, LockedHead, StoreResult, decide, event_from_row, materialize, store_info,
+    AppendRequest, GroupOutcome, StoreResult, decide, event_from_row, locked_head, materialize, store_info,
     stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
@@ -129,10 +129,8 @@ impl SqliteStore {
                 select = select.bind(id.0);
             }
             for row in select.fetch_all(&mut *tx).await? {
-                let id: i64 = row.try_get("id")?;
-                let head: i64 = row.try_get("head")?;
-                let backend_id: String = row.try_get("backend_id")?;
-                heads.insert(StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() });
+                let (id, head) = locked_head(&row)?;
+                heads.insert(id, head);
             }
         }
         if heads.len() != ids.len() {
