@@ -269,7 +269,7 @@ impl Config {
             if !path.starts_with('/') {
                 return invalid(key, "must start with /");
             }
-            if enabled && RESERVED_PATHS.contains(&path.as_str()) {
+            if enabled && (RESERVED_PATHS.contains(&path.as_str()) || path.starts_with("/v1/") || path == "/v1") {
                 return invalid(key, "collides with one of Junction's own endpoints");
             }
         }
@@ -328,8 +328,9 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .join("\n")
 }
 
-/// Paths served by Junction itself, which no protocol may take. (`/` may be shared with the
-/// LiveStore 0.4 endpoint, which tells its requests apart by their query.)
+/// Paths served by Junction itself, which no protocol may take, besides everything under `/v1`
+/// (the event API). `/` may be shared with the LiveStore 0.4 endpoint, which tells its requests
+/// apart by their query.
 const RESERVED_PATHS: &[&str] = &["/health", "/health/ready", "/metrics"];
 
 #[cfg(test)]

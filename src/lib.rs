@@ -22,11 +22,14 @@
 //!   Redis across instances).
 //! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
+//! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log
+//!   across every protocol, for operators.
 //! - [`auth`] — client JWTs (one claims format for every protocol).
 //! - [`config`] — layered configuration (defaults, `config.toml`, environment).
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod eventlog;

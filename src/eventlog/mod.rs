@@ -199,6 +199,24 @@ impl EventLog {
         Ok(self.inner.backend.info(id).await?)
     }
 
+    /// The store's metadata, or `None` if no client ever used it (nothing is registered).
+    pub async fn find_info(&self, key: &StoreKey) -> Result<Option<StoreInfo>, EventLogError> {
+        match self.existing_store_id(key).await? {
+            Some(id) => Ok(Some(self.inner.backend.info(id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` stores registered after `after` (registry ids, in order; start at 0).
+    pub async fn list_stores(&self, after: StoreId, limit: u32) -> Result<Vec<StoreInfo>, EventLogError> {
+        Ok(self.inner.backend.list_stores(after, limit).await?)
+    }
+
+    /// Up to `limit` entries of the sequenced change log after `after` (start at 0).
+    pub async fn read_changes(&self, after: ChangePos, limit: u32) -> Result<Vec<Change>, EventLogError> {
+        Ok(self.inner.backend.read_changes(after, limit).await?)
+    }
+
     /// Removes every event of the store and gives it a new backend id. Live subscribers of the
     /// store end with [`SubscriptionEnded::Reset`].
     pub async fn reset(&self, key: &StoreKey) -> Result<StoreInfo, EventLogError> {

@@ -252,6 +252,17 @@ pub struct Appended {
     pub created_at: String,
 }
 
+/// One entry of the sequenced change log: a committed batch, wherever it went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub position: ChangePos,
+    pub store: StoreKey,
+    pub first_seq: SeqNum,
+    pub last_seq: SeqNum,
+    pub event_count: u64,
+    pub created_at: String,
+}
+
 /// Metadata of one store.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreInfo {

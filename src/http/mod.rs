@@ -21,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(readiness))
         .route("/metrics", get(metrics))
         .merge(crate::protocols::router(&state))
+        .merge(crate::api::router())
         .with_state(state)
 }
 

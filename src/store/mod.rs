@@ -22,7 +22,7 @@ use crate::config::StoreConfig;
 use sqlx::Row;
 
 use crate::eventlog::{
-    AppendBatch, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo, StoreKey,
+    AppendBatch, Change, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo, StoreKey,
 };
 
 pub use postgres::PostgresStore;
@@ -85,6 +85,16 @@ impl Backend {
 
     pub async fn info(&self, id: StoreId) -> StoreResult<StoreInfo> {
         dispatch!(self, store => store.info(id).await)
+    }
+
+    /// Up to `limit` stores with an id above `after`, in id order.
+    pub async fn list_stores(&self, after: StoreId, limit: u32) -> StoreResult<Vec<StoreInfo>> {
+        dispatch!(self, store => store.list_stores(after, limit).await)
+    }
+
+    /// Up to `limit` entries of the sequenced change log after `after`, in order.
+    pub async fn read_changes(&self, after: ChangePos, limit: u32) -> StoreResult<Vec<Change>> {
+        dispatch!(self, store => store.read_changes(after, limit).await)
     }
 
     /// Commits a group of appends in one transaction. Requests for the same store are applied in
@@ -257,6 +267,31 @@ where
     let head: i64 = row.try_get("head")?;
     let backend_id: String = row.try_get("backend_id")?;
     Ok((StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() }))
+}
+
+/// Reads a change-log row joined with its store.
+pub(crate) fn change_from_row<R>(row: &R) -> StoreResult<Change>
+where
+    R: Row,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let protocol: String = row.try_get("protocol")?;
+    let protocol = Protocol::parse(&protocol)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown protocol {protocol:?} in stores").into()))?;
+    let position: i64 = row.try_get("position")?;
+    let first_seq: i64 = row.try_get("first_seq")?;
+    let last_seq: i64 = row.try_get("last_seq")?;
+    let event_count: i64 = row.try_get("event_count")?;
+    Ok(Change {
+        position: ChangePos(position as u64),
+        store: StoreKey { protocol, name: row.try_get("name")? },
+        first_seq: SeqNum(first_seq as u64),
+        last_seq: SeqNum(last_seq as u64),
+        event_count: event_count as u64,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 /// Reads a `stores` row (protocol, name, head, backend_id, event_count).

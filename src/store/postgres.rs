@@ -9,14 +9,16 @@
 use std::collections::HashMap;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, StoreResult, decide, event_from_row, locked_head, materialize, store_info,
-    stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, StoreResult, change_from_row, decide, event_from_row, locked_head, materialize,
+    store_info, stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
-use crate::eventlog::{CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339};
+use crate::eventlog::{
+    Change, ChangePos, CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339,
+};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -81,6 +83,30 @@ impl PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         store_info(id, &row)
+    }
+
+    pub async fn list_stores(&self, after: StoreId, limit: u32) -> StoreResult<Vec<StoreInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, protocol, name, head, backend_id, event_count FROM stores WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after.0)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| store_info(StoreId(row.try_get("id")?), row)).collect()
+    }
+
+    pub async fn read_changes(&self, after: ChangePos, limit: u32) -> StoreResult<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT c.position, s.protocol, s.name, c.first_seq, c.last_seq, CAST(c.event_count AS BIGINT) AS event_count, \
+             c.created_at FROM changes c JOIN stores s ON s.id = c.store_id WHERE c.position > $1 \
+             ORDER BY c.position LIMIT $2",
+        )
+        .bind(after.0 as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_from_row).collect()
     }
 
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {

@@ -1,5 +1,6 @@
 //! Junction's integration tests: one binary, the real server on port 0, real databases.
 
+mod api;
 mod cli;
 mod deploy;
 mod eventlog;

@@ -1,0 +1,210 @@
+//! The event API: one HTTP view of everything every protocol wrote, for operators.
+//!
+//! - `GET /v1/stores?after=&limit=` — registered stores, in registry order;
+//! - `GET /v1/stores/{store}/events?after=&limit=` — a store's events after a seq;
+//! - `GET /v1/stores/{store}/events/live?after=` — Server-Sent Events: catch-up, then live, each
+//!   event once and in order (the same subscription the protocols use); `Last-Event-ID` resumes;
+//! - `GET /v1/changes?after=&limit=` — the sequenced change log over all stores;
+//! - `POST /v1/stores/{store}/reset` — empty a store and give it a new backend id.
+//!
+//! `{store}` is `<protocol>:<name>` (`livestore:todos`), URL-encoded. Every endpoint needs
+//! `Authorization: Bearer <auth.admin_secret>` or a JWT whose claims say `isAdmin`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::eventlog::{ChangePos, EventLogError, Protocol, SeqNum, StoreId, StoreInfo, StoreKey};
+use crate::server::AppState;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/stores", get(list_stores))
+        .route("/v1/stores/{store}/events", get(read_events))
+        .route("/v1/stores/{store}/events/live", get(live_events))
+        .route("/v1/stores/{store}/reset", post(reset_store))
+        .route("/v1/changes", get(read_changes))
+}
+
+/// Errors of the event API; each becomes a JSON body `{"error": …}` with its status. Storage
+/// failures are logged with their details and answered with a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("this token is not an admin token")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such store")]
+    NotFound,
+    #[error("internal error")]
+    Internal(#[from] EventLogError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Internal(error) => {
+                tracing::error!(%error, "event API");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut response = (status, axum::Json(json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        }
+        response
+    }
+}
+
+/// Proof that the request carries admin credentials.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let secret = &state.config.auth.admin_secret;
+        if !secret.is_empty() && token == secret {
+            return Ok(Admin);
+        }
+        match state.tokens.verify(token) {
+            Ok(claims) if claims.permissions.is_admin => Ok(Admin),
+            Ok(_) => Err(ApiError::Forbidden),
+            Err(_) => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// `<protocol>:<name>`.
+fn parse_store(text: &str) -> Result<StoreKey, ApiError> {
+    let (protocol, name) =
+        text.split_once(':').ok_or_else(|| ApiError::BadRequest("a store is named <protocol>:<name>".into()))?;
+    let protocol = Protocol::parse(protocol)
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown protocol {protocol:?} (synckit, livestore, pocket)")))?;
+    Ok(StoreKey::new(protocol, name))
+}
+
+fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
+    match requested.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::BadRequest("limit must be at least 1".into())),
+        n => Ok(n.min(MAX_LIMIT)),
+    }
+}
+
+fn store_json(info: &StoreInfo) -> serde_json::Value {
+    json!({
+        "id": info.id,
+        "protocol": info.key.protocol,
+        "name": info.key.name,
+        "head": info.head,
+        "event_count": info.event_count,
+        "backend_id": info.backend_id,
+    })
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn list_stores(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+    let after = StoreId(page.after.unwrap_or(0).min(i64::MAX as u64) as i64);
+    let stores = state.log.list_stores(after, limit(page.limit)?).await?;
+    let next = stores.last().map(|s| s.id);
+    let stores: Vec<_> = stores.iter().map(store_json).collect();
+    Ok(axum::Json(json!({"stores": stores, "next_after": next})).into_response())
+}
+
+async fn read_events(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(store): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let key = parse_store(&store)?;
+    state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
+    let events = state.log.read(&key, SeqNum(page.after.unwrap_or(0)), limit(page.limit)?).await?;
+    Ok(axum::Json(json!({"events": events})).into_response())
+}
+
+async fn read_changes(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+    let changes = state.log.read_changes(ChangePos(page.after.unwrap_or(0)), limit(page.limit)?).await?;
+    Ok(axum::Json(json!({"changes": changes})).into_response())
+}
+
+async fn reset_store(_: Admin, State(state): State<AppState>, Path(store): Path<String>) -> Result<Response, ApiError> {
+    let key = parse_store(&store)?;
+    state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
+    let info = state.log.reset(&key).await?;
+    tracing::info!(store = %key, "store reset through the event API");
+    Ok(axum::Json(store_json(&info)).into_response())
+}
+
+#[derive(Deserialize)]
+struct LiveQuery {
+    after: Option<u64>,
+}
+
+async fn live_events(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(store): Path<String>,
+    Query(query): Query<LiveQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let key = parse_store(&store)?;
+    state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
+    // An EventSource that reconnects sends the id of the last event it got.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let after = SeqNum(query.after.or(resume).unwrap_or(0));
+    let subscription = state.log.subscribe(&key, after).await?;
+    let events = stream::unfold(Some(subscription), |subscription| async move {
+        let mut subscription = subscription?;
+        match subscription.next().await {
+            Ok(events) => {
+                let frames: Vec<Result<SseEvent, Infallible>> = events
+                    .iter()
+                    .map(|event| {
+                        let data = serde_json::to_string(event).expect("events serialize");
+                        Ok(SseEvent::default().id(event.seq.to_string()).event("event").data(data))
+                    })
+                    .collect();
+                Some((stream::iter(frames), Some(subscription)))
+            }
+            // Say why the stream ends, then end it; the client resumes with Last-Event-ID.
+            Err(ended) => {
+                let last = SseEvent::default().event("end").data(json!({"reason": ended.to_string()}).to_string());
+                Some((stream::iter(vec![Ok(last)]), None))
+            }
+        }
+    })
+    .flatten()
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

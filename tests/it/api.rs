@@ -1,0 +1,175 @@
+//! The event API on a real server: auth, stores, events, the change log, reset, and live events
+//! over Server-Sent Events.
+
+use std::time::Duration;
+
+use junction::eventlog::{Protocol, SeqNum, StoreKey};
+use serde_json::{Value, json};
+
+use crate::helpers::{Kind, TestApp, TestDatabase, at_head, checked, spawn_app_with, test_config};
+
+const ADMIN: &str = "admin-secret";
+
+async fn spawn_api_app(kind: Kind) -> TestApp {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.auth.admin_secret = ADMIN.into();
+    config.auth.jwt_secret = "jwt-secret".into();
+    spawn_app_with(config, db).await
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new().get(app.url(path)).bearer_auth(ADMIN).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn jwt(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"jwt-secret"),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_needs_admin_credentials() {
+    let app = spawn_api_app(Kind::Sqlite).await;
+    let http = reqwest::Client::new();
+    for path in ["/v1/stores", "/v1/changes", "/v1/stores/livestore:a/events", "/v1/stores/livestore:a/events/live"] {
+        let none = http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        assert_eq!(none.headers()["www-authenticate"], "Bearer");
+        assert_eq!(none.json::<Value>().await.unwrap(), json!({"error": "missing or invalid credentials"}));
+        let wrong = http.get(app.url(path)).bearer_auth("nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let user = jwt(json!({"permissions": {"canRead": ["*"], "canWrite": ["*"]}}));
+        let forbidden = http.get(app.url(path)).bearer_auth(user).send().await.unwrap();
+        assert_eq!(forbidden.status(), 403, "{path}");
+    }
+    let admin = jwt(json!({"userId": "ops", "permissions": {"isAdmin": true}}));
+    assert_eq!(http.get(app.url("/v1/stores")).bearer_auth(admin).send().await.unwrap().status(), 200);
+    let reset = http.post(app.url("/v1/stores/livestore:a/reset")).send().await.unwrap();
+    assert_eq!(reset.status(), 401);
+    app.stop().await;
+}
+
+async fn stores_events_changes_and_reset(kind: Kind) {
+    let app = spawn_api_app(kind).await;
+    let todos = StoreKey::new(Protocol::LiveStore, "todos");
+    let notes = StoreKey::new(Protocol::Pocket, "notes/with slash");
+    app.log.append(&todos, checked(0, &[1, 2, 3])).await.unwrap();
+    app.log.append(&notes, at_head(2)).await.unwrap();
+    app.log.append(&todos, checked(3, &[4])).await.unwrap();
+
+    let (status, body) = get(&app, "/v1/stores?limit=1").await;
+    assert_eq!(status, 200);
+    let first = &body["stores"][0];
+    assert_eq!((first["protocol"].as_str(), first["name"].as_str()), (Some("livestore"), Some("todos")));
+    assert_eq!((first["head"].as_u64(), first["event_count"].as_u64()), (Some(4), Some(4)));
+    let (_, next) = get(&app, &format!("/v1/stores?after={}", body["next_after"])).await;
+    assert_eq!(next["stores"].as_array().unwrap().len(), 1);
+    assert_eq!(next["stores"][0]["name"], "notes/with slash");
+
+    let (status, events) = get(&app, "/v1/stores/livestore:todos/events?after=1&limit=2").await;
+    assert_eq!(status, 200);
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(events[0]["args"], json!({"id": 1}));
+    assert_eq!(events[0]["name"], "todoCreated-v1");
+    let (status, _) = get(&app, "/v1/stores/pocket:notes%2Fwith%20slash/events").await;
+    assert_eq!(status, 200, "names are URL-decoded");
+
+    let (_, changes) = get(&app, "/v1/changes").await;
+    let changes = changes["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0]["store"], json!({"protocol": "livestore", "name": "todos"}));
+    assert_eq!((changes[0]["first_seq"].as_u64(), changes[0]["last_seq"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(changes[1]["store"]["protocol"], "pocket");
+    assert_eq!(changes[1]["event_count"], 2);
+    let positions: Vec<u64> = changes.iter().map(|c| c["position"].as_u64().unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    let (_, tail) = get(&app, &format!("/v1/changes?after={}", positions[1])).await;
+    assert_eq!(tail["changes"].as_array().unwrap().len(), 1);
+
+    for (path, status) in [
+        ("/v1/stores/livestore:missing/events", 404),
+        ("/v1/stores/nocolon/events", 400),
+        ("/v1/stores/mqtt:x/events", 400),
+        ("/v1/stores?limit=0", 400),
+    ] {
+        assert_eq!(get(&app, path).await.0, status, "{path}");
+    }
+
+    let before = app.log.info(&todos).await.unwrap();
+    let reset = reqwest::Client::new()
+        .post(app.url("/v1/stores/livestore:todos/reset"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    let reset: Value = reset.json().await.unwrap();
+    assert_eq!((reset["head"].as_u64(), reset["event_count"].as_u64()), (Some(0), Some(0)));
+    assert_ne!(reset["backend_id"], before.backend_id.as_str());
+    assert!(app.log.read(&todos, SeqNum::ROOT, 10).await.unwrap().is_empty());
+    app.stop().await;
+}
+
+async fn live_events_catch_up_then_follow_without_gap_or_duplicate(kind: Kind) {
+    let app = spawn_api_app(kind).await;
+    let store = StoreKey::new(Protocol::SyncKit, "doc-1");
+    for _ in 0..10 {
+        app.log.append(&store, at_head(3)).await.unwrap();
+    }
+    let response = reqwest::Client::new()
+        .get(app.url("/v1/stores/synckit:doc-1/events/live?after=4"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let writer = {
+        let log = app.log.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                log.append(&store, at_head(2)).await.unwrap();
+            }
+        })
+    };
+    let seqs = read_sse_ids(response, 130).await;
+    writer.await.unwrap();
+    assert_eq!(seqs, (5..=130).collect::<Vec<_>>());
+
+    // Resuming with Last-Event-ID continues right after it.
+    let resumed = reqwest::Client::new()
+        .get(app.url("/v1/stores/synckit:doc-1/events/live"))
+        .bearer_auth(ADMIN)
+        .header("Last-Event-ID", "128")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_sse_ids(resumed, 130).await, [129, 130]);
+    app.stop().await;
+}
+
+crate::on_both_backends!(stores_events_changes_and_reset, live_events_catch_up_then_follow_without_gap_or_duplicate);
+
+/// Reads `id:` lines of an SSE response until `last` arrives (10 s at most).
+async fn read_sse_ids(mut response: reqwest::Response, last: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut text = String::new();
+    while seqs.last() != Some(&last) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("an event").unwrap();
+        text.push_str(std::str::from_utf8(&chunk.expect("the stream goes on")).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:"))) {
+                seqs.push(id.trim().parse().unwrap());
+            }
+        }
+    }
+    seqs
+}
