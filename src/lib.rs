@@ -25,12 +25,14 @@
 //! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log
 //!   across every protocol, for operators.
 //! - [`auth`] — client JWTs (one claims format for every protocol).
+//! - [`backup`] — export and import of stores in a lossless NDJSON format.
 //! - [`config`] — layered configuration (defaults, `config.toml`, environment).
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod eventlog;
 pub mod fanout;

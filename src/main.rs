@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use junction::config::Config;
+use junction::eventlog::{Protocol, StoreKey};
 use junction::server::{Server, shutdown_signal};
 use junction::store::Backend;
 
@@ -29,6 +30,25 @@ enum Command {
     Serve,
     /// Apply the embedded database migrations and exit.
     Migrate,
+    /// Write stores (events and metadata) to a lossless NDJSON export.
+    Export {
+        /// A store to export, as <protocol>:<name> (repeatable).
+        #[arg(long = "store", value_name = "PROTOCOL:NAME", required_unless_present = "all")]
+        stores: Vec<String>,
+        /// Export every store.
+        #[arg(long, conflicts_with = "stores")]
+        all: bool,
+        /// Where to write (default: standard output).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Restore the stores of an export made by `junction export`.
+    Import {
+        file: PathBuf,
+        /// Overwrite stores that already hold a different history.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Ask a running Junction whether it is ready; exit 0 if it is (for container healthchecks).
     Healthcheck {
         /// Base URL of the server, e.g. http://127.0.0.1:8787
@@ -78,8 +98,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", backend.kind());
             Ok(())
         }
+        Some(Command::Export { stores, all: _, output }) => {
+            let keys = stores.iter().map(|s| parse_store(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            let log = junction::server::open_event_log(&config).await?;
+            let summary = match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    junction::backup::export(&log, &keys, std::io::BufWriter::new(file)).await?
+                }
+                None => junction::backup::export(&log, &keys, std::io::stdout().lock()).await?,
+            };
+            log.shutdown().await;
+            eprintln!("exported {} stores, {} events", summary.stores, summary.events);
+            Ok(())
+        }
+        Some(Command::Import { file, replace }) => {
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let log = junction::server::open_event_log(&config).await?;
+            let result = junction::backup::import(&log, std::io::BufReader::new(input), replace).await;
+            log.shutdown().await;
+            let summary = result?;
+            eprintln!(
+                "imported {} stores, {} events; {} stores already held the same history",
+                summary.stores, summary.events, summary.unchanged
+            );
+            Ok(())
+        }
         Some(Command::Healthcheck { .. }) => unreachable!("handled above"),
     }
+}
+
+fn parse_store(text: &str) -> anyhow::Result<StoreKey> {
+    let (protocol, name) = text.split_once(':').context("a store is named <protocol>:<name>")?;
+    let protocol = Protocol::parse(protocol).with_context(|| format!("unknown protocol {protocol:?}"))?;
+    Ok(StoreKey::new(protocol, name))
 }
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {

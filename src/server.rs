@@ -104,10 +104,7 @@ impl Server {
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         let metrics = Metrics::new();
         let tokens = TokenVerifier::from_config(&config.auth)?;
-        let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
-        if config.store.migrate_on_start {
-            backend.migrate().await.context("applying migrations")?;
-        }
+        let backend = connect_store(&config).await?;
         let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
         let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(hub.clone()));
         let redis = if config.redis.url.is_empty() {
@@ -119,11 +116,7 @@ impl Server {
             );
             Some(redis::Client::open(config.redis.url.as_str()).context("redis.url")?)
         };
-        let options = LogOptions {
-            commit_max_requests: config.store.commit_max_requests,
-            catch_up_page: config.store.catch_up_page,
-        };
-        let log = EventLog::start(backend, options, hub, fanout, metrics.clone());
+        let log = EventLog::start(backend, log_options(&config), hub, fanout, metrics.clone());
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", config.server.listen))?;
@@ -185,6 +178,27 @@ impl Server {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The event log alone, for commands that work on the store without serving (export, import).
+pub async fn open_event_log(config: &Config) -> anyhow::Result<EventLog> {
+    let backend = connect_store(config).await?;
+    let metrics = Metrics::new();
+    let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
+    let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(hub.clone()));
+    Ok(EventLog::start(backend, log_options(config), hub, fanout, metrics))
+}
+
+async fn connect_store(config: &Config) -> anyhow::Result<Backend> {
+    let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
+    if config.store.migrate_on_start {
+        backend.migrate().await.context("applying migrations")?;
+    }
+    Ok(backend)
+}
+
+fn log_options(config: &Config) -> LogOptions {
+    LogOptions { commit_max_requests: config.store.commit_max_requests, catch_up_page: config.store.catch_up_page }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -28,7 +28,7 @@ pub use subscription::{Subscription, SubscriptionEnded};
 
 use crate::fanout::{FanOut, Hub, LiveMessage};
 use crate::metrics::Metrics;
-use crate::store::{AppendRequest, Backend};
+use crate::store::{AppendRequest, Backend, Restored};
 
 /// Failures of the event log itself (as opposed to a refused append).
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,18 @@ pub enum EventLogError {
     Storage(#[from] sqlx::Error),
     #[error("the event log is shutting down")]
     ShuttingDown,
+    #[error("invalid history: {0}")]
+    InvalidHistory(String),
+}
+
+/// What [`EventLog::restore`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    Restored,
+    /// The store already holds this history (same backend id, head and count): nothing written.
+    Unchanged,
+    /// The store holds another history and `replace` was not asked for: nothing written.
+    Conflict,
 }
 
 /// Why an append was not committed.
@@ -225,6 +237,49 @@ impl EventLog {
         self.inner.backend.reset(id, &backend_id).await?;
         self.inner.fanout.publish(Arc::new(LiveMessage::Reset { store: id, backend_id: backend_id.into() }));
         Ok(self.inner.backend.info(id).await?)
+    }
+
+    /// Writes a store's whole history as exported elsewhere: seqs, parents, args and times kept,
+    /// and the given backend id. Into an empty store; over a different history only with
+    /// `replace`. Live subscribers of the store end as after a reset.
+    pub async fn restore(
+        &self,
+        key: &StoreKey,
+        backend_id: &str,
+        events: Vec<Event>,
+        replace: bool,
+    ) -> Result<RestoreOutcome, EventLogError> {
+        let as_batch = AppendBatch::Checked {
+            expected_head: SeqNum::ROOT,
+            events: events
+                .iter()
+                .map(|e| NewEvent { seq: e.seq, parent_seq: e.parent_seq, body: e.body.clone() })
+                .collect(),
+        };
+        if !events.is_empty() {
+            as_batch.validate().map_err(EventLogError::InvalidHistory)?;
+        }
+        let id = self.store_id(key).await?;
+        let info = self.inner.backend.info(id).await?;
+        let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
+        let empty = info.head == SeqNum::ROOT && info.event_count == 0;
+        if !empty {
+            if info.backend_id == backend_id && info.head == head && info.event_count == events.len() as u64 {
+                return Ok(RestoreOutcome::Unchanged);
+            }
+            if !replace {
+                return Ok(RestoreOutcome::Conflict);
+            }
+            self.inner.backend.reset(id, &new_backend_id()).await?;
+        }
+        match self.inner.backend.restore(id, backend_id, &events).await? {
+            Restored::Done => {
+                self.inner.fanout.publish(Arc::new(LiveMessage::Reset { store: id, backend_id: backend_id.into() }));
+                Ok(RestoreOutcome::Restored)
+            }
+            // Someone appended between the check and the restore.
+            Restored::NotEmpty => Ok(RestoreOutcome::Conflict),
+        }
     }
 
     /// Everything after `after`: first what storage holds, then live batches as they commit,

@@ -113,6 +113,12 @@ impl Backend {
         dispatch!(self, store => store.count(id, after, up_to).await)
     }
 
+    /// Writes a whole store's history as it was exported: the given events (seqs, parents and
+    /// times kept), the given backend id, one change-log entry. Only into an empty store.
+    pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {
+        dispatch!(self, store => store.restore(id, backend_id, events).await)
+    }
+
     /// Removes every event of the store, sets its head to ROOT and gives it `backend_id`.
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
         dispatch!(self, store => store.reset(id, backend_id).await)
@@ -125,6 +131,25 @@ impl Backend {
     pub async fn close(&self) {
         dispatch!(self, store => store.close().await)
     }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    Done,
+    /// The store already has events; nothing was written.
+    NotEmpty,
+}
+
+/// The events of a restore as one committed batch at change-log `position`.
+pub(crate) fn restored_batch(
+    store: StoreId,
+    backend_id: &str,
+    events: &[Event],
+    position: ChangePos,
+) -> CommittedBatch {
+    let events: Arc<[Event]> = events.iter().map(|e| Event { change_pos: position, ..e.clone() }).collect();
+    CommittedBatch { store, backend_id: backend_id.into(), prev_head: SeqNum::ROOT, events }
 }
 
 /// A store's head as read under lock at the start of a commit.

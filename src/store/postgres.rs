@@ -12,8 +12,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, StoreResult, change_from_row, decide, event_from_row, locked_head, materialize,
-    store_info, stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, Restored, StoreResult, change_from_row, decide, event_from_row, locked_head,
+    materialize, restored_batch, store_info, stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -155,6 +155,35 @@ impl PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT head, event_count FROM stores WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (head, count): (i64, i64) = (row.try_get("head")?, row.try_get("event_count")?);
+        if head != 0 || count != 0 {
+            return Ok(Restored::NotEmpty);
+        }
+        let Some(last) = events.last() else { return Ok(Restored::Done) };
+        let position: i64 =
+            sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
+                .fetch_one(&mut *tx)
+                .await?;
+        let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
+        insert_events(&mut tx, &[&batch]).await?;
+        insert_changes(&mut tx, &[&batch], &last.created_at).await?;
+        sqlx::query("UPDATE stores SET head = $1, event_count = $2, backend_id = $3 WHERE id = $4")
+            .bind(to_i64(last.seq))
+            .bind(events.len() as i64)
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Restored::Done)
     }
 
     pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {

@@ -15,8 +15,8 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    AppendRequest, GroupOutcome, StoreResult, change_from_row, decide, event_from_row, locked_head, materialize,
-    store_info, stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, Restored, StoreResult, change_from_row, decide, event_from_row, locked_head,
+    materialize, restored_batch, store_info, stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -176,47 +176,7 @@ impl SqliteStore {
         let created_at = now_rfc3339();
         let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
         let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
-        // Multi-row statements: the cost of a group is a few statements per store, not per event.
-        for batch in &batches {
-            for rows in batch.events.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
-                     VALUES {}",
-                    batch.store.table(),
-                    placeholders(rows.len(), 8)
-                );
-                let mut insert = sqlx::query(&sql);
-                for event in rows {
-                    insert = insert
-                        .bind(to_i64(event.seq))
-                        .bind(to_i64(event.parent_seq))
-                        .bind(&event.body.name)
-                        .bind(event.body.args.get())
-                        .bind(&event.body.client_id)
-                        .bind(&event.body.session_id)
-                        .bind(&event.created_at)
-                        .bind(event.change_pos.0 as i64);
-                }
-                insert.execute(&mut *tx).await?;
-            }
-        }
-        for rows in batches.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) VALUES {}",
-                placeholders(rows.len(), 6)
-            );
-            let mut insert = sqlx::query(&sql);
-            for batch in rows {
-                insert = insert
-                    .bind(batch.change_pos().0 as i64)
-                    .bind(batch.store.0)
-                    .bind(to_i64(batch.events[0].seq))
-                    .bind(to_i64(batch.last_seq()))
-                    .bind(batch.events.len() as i64)
-                    .bind(&created_at);
-            }
-            insert.execute(&mut *tx).await?;
-        }
+        insert_batches(&mut tx, &batches, &created_at).await?;
         for (id, head, added) in store_updates {
             sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")
                 .bind(to_i64(head))
@@ -227,6 +187,33 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
+        let row =
+            sqlx::query("SELECT head, event_count FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
+        let (head, count): (i64, i64) = (row.try_get("head")?, row.try_get("event_count")?);
+        if head != 0 || count != 0 {
+            return Ok(Restored::NotEmpty);
+        }
+        let Some(last) = events.last() else { return Ok(Restored::Done) };
+        let position: i64 =
+            sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
+                .fetch_one(&mut *tx)
+                .await?;
+        let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
+        insert_batches(&mut tx, &[&batch], &last.created_at).await?;
+        sqlx::query("UPDATE stores SET head = ?, event_count = ?, backend_id = ? WHERE id = ?")
+            .bind(to_i64(last.seq))
+            .bind(events.len() as i64)
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Restored::Done)
     }
 
     pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
@@ -271,4 +258,49 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.readers.close().await;
     }
+}
+
+/// Writes committed batches and their change-log rows with multi-row statements: the cost of a
+/// group is a few statements per store, not per event.
+async fn insert_batches(tx: &mut SqliteConnection, batches: &[&CommittedBatch], created_at: &str) -> StoreResult<()> {
+    for batch in batches {
+        for rows in batch.events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) VALUES {}",
+                batch.store.table(),
+                placeholders(rows.len(), 8)
+            );
+            let mut insert = sqlx::query(&sql);
+            for event in rows {
+                insert = insert
+                    .bind(to_i64(event.seq))
+                    .bind(to_i64(event.parent_seq))
+                    .bind(&event.body.name)
+                    .bind(event.body.args.get())
+                    .bind(&event.body.client_id)
+                    .bind(&event.body.session_id)
+                    .bind(&event.created_at)
+                    .bind(event.change_pos.0 as i64);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+    }
+    for rows in batches.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) VALUES {}",
+            placeholders(rows.len(), 6)
+        );
+        let mut insert = sqlx::query(&sql);
+        for batch in rows {
+            insert = insert
+                .bind(batch.change_pos().0 as i64)
+                .bind(batch.store.0)
+                .bind(to_i64(batch.events[0].seq))
+                .bind(to_i64(batch.last_seq()))
+                .bind(batch.events.len() as i64)
+                .bind(created_at);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Junction's integration tests: one binary, the real server on port 0, real databases.
 
 mod api;
+mod backup;
 mod cli;
 mod deploy;
 mod eventlog;
