@@ -3,7 +3,9 @@
 //! the socket loops around that stay thin and share [`socket`].
 
 pub mod livestore;
+pub mod pocket;
 pub mod socket;
+pub mod synckit;
 
 use axum::Router;
 
