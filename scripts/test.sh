@@ -56,7 +56,7 @@ else
 fi
 # The real client libraries the interop tests drive (lockfiles committed; installed once here so
 # that tests running in parallel never install into the same folder at the same time).
-for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04; do
+for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04 protocols/pocket/client; do
   if [ ! -d "$package/node_modules" ]; then
     log "installing the npm packages of $package"
     (cd "$package" && npm ci --no-audit --no-fund --loglevel=error)
@@ -65,6 +65,10 @@ done
 
 # The server under test must not pick up the developer's settings.
 unset DATABASE_URL REDIS_URL
+
+# The faithful Pocket client's own tests (offline; its interop tests need a Pocket server).
+log "running the Pocket client's unit tests"
+node --test protocols/pocket/client/test/unit.test.mjs
 
 # Two cores: two test threads keep servers, databases and clients from starving each other.
 cargo test --locked -- --test-threads=2 "$@"
