@@ -205,7 +205,7 @@ async fn restore(
         );
         return Err(BackupError::Format { line, reason });
     }
-    match log.restore(&key, &store.backend_id, events, replace).await? {
+    match log.restore(&key, Some(&store.backend_id), events, replace).await? {
         RestoreOutcome::Restored => {
             summary.stores += 1;
             summary.events += count;

@@ -27,6 +27,7 @@
 //!   across every protocol, for operators.
 //! - [`auth`] — client JWTs (one claims format for every protocol).
 //! - [`backup`] — export and import of stores in a lossless NDJSON format.
+//! - [`import_d1`] — import of LiveStore event logs from Cloudflare D1 / Durable-Object SQLite.
 //! - [`config`] — layered configuration (defaults, `config.toml`, environment).
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
@@ -38,6 +39,7 @@ pub mod config;
 pub mod eventlog;
 pub mod fanout;
 pub mod http;
+pub mod import_d1;
 pub mod limits;
 pub mod metrics;
 pub mod protocols;

@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Import LiveStore event logs from Cloudflare: a D1 export (`wrangler d1 export`) or a D1 /
+    /// Durable-Object SQLite file.
+    ImportD1 {
+        file: PathBuf,
+        /// JSON object mapping table names to original storeIds, e.g. {"eventlog_7_my_store": "my store"}.
+        #[arg(long, value_name = "FILE")]
+        store_map: Option<PathBuf>,
+        /// Overwrite stores that already hold a different history.
+        #[arg(long)]
+        replace: bool,
+        /// Report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Ask a running Junction whether it is ready; exit 0 if it is (for container healthchecks).
     Healthcheck {
         /// Base URL of the server, e.g. http://127.0.0.1:8787
@@ -121,6 +135,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "imported {} stores, {} events; {} stores already held the same history",
                 summary.stores, summary.events, summary.unchanged
+            );
+            Ok(())
+        }
+        Some(Command::ImportD1 { file, store_map, replace, dry_run }) => {
+            let store_map = match store_map {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: expected a JSON object of table → storeId", path.display()))?
+                }
+                None => Default::default(),
+            };
+            let options = junction::import_d1::Options { store_map, replace, dry_run };
+            let log = junction::server::open_event_log(&config).await?;
+            let started = std::time::Instant::now();
+            let progress = indicatif::ProgressBar::new_spinner();
+            let mut imported = 0u64;
+            let result = junction::import_d1::import(&log, &file, &options, |events| {
+                imported += events;
+                progress.set_message(format!("{imported} events"));
+                progress.tick();
+            })
+            .await;
+            progress.finish_and_clear();
+            log.shutdown().await;
+            let report = result?;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            for store in &report.stores {
+                eprintln!(
+                    "{:<12} {:?} ({} events, storeId from {}, backendId {}) from {}",
+                    format!("{:?}", store.outcome).to_lowercase(),
+                    store.store_id,
+                    store.events,
+                    store.store_id_from,
+                    store.backend_id.as_deref().unwrap_or("new"),
+                    store.table
+                );
+            }
+            let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "{} stores, {} events, {bytes} bytes read in {seconds:.2} s ({:.0} events/s){}",
+                report.stores.len(),
+                report.events(),
+                report.events() as f64 / seconds.max(1e-9),
+                if dry_run { "; dry run, nothing written" } else { "" }
             );
             Ok(())
         }

@@ -240,12 +240,13 @@ impl EventLog {
     }
 
     /// Writes a store's whole history as exported elsewhere: seqs, parents, args and times kept,
-    /// and the given backend id. Into an empty store; over a different history only with
-    /// `replace`. Live subscribers of the store end as after a reset.
+    /// and the given backend id (`None`: keep the store's, or make a new one). Into an empty
+    /// store; over a different history only with `replace`. Live subscribers of the store end as
+    /// after a reset.
     pub async fn restore(
         &self,
         key: &StoreKey,
-        backend_id: &str,
+        backend_id: Option<&str>,
         events: Vec<Event>,
         replace: bool,
     ) -> Result<RestoreOutcome, EventLogError> {
@@ -264,7 +265,8 @@ impl EventLog {
         let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
         let empty = info.head == SeqNum::ROOT && info.event_count == 0;
         if !empty {
-            if info.backend_id == backend_id && info.head == head && info.event_count == events.len() as u64 {
+            let same_id = backend_id.is_none_or(|b| b == info.backend_id);
+            if same_id && info.head == head && info.event_count == events.len() as u64 {
                 return Ok(RestoreOutcome::Unchanged);
             }
             if !replace {
@@ -272,7 +274,8 @@ impl EventLog {
             }
             self.inner.backend.reset(id, &new_backend_id()).await?;
         }
-        match self.inner.backend.restore(id, backend_id, &events).await? {
+        let backend_id = backend_id.map_or_else(new_backend_id, str::to_owned);
+        match self.inner.backend.restore(id, &backend_id, &events).await? {
             Restored::Done => {
                 self.inner.fanout.publish(Arc::new(LiveMessage::Reset { store: id, backend_id: backend_id.into() }));
                 Ok(RestoreOutcome::Restored)

@@ -7,5 +7,6 @@ mod deploy;
 mod eventlog;
 mod helpers;
 mod http;
+mod import_d1;
 mod livestore;
 mod livestore_interop;
