@@ -8,7 +8,8 @@
 //! - `POST /v1/stores/{store}/reset` — empty a store and give it a new backend id.
 //!
 //! `{store}` is `<protocol>:<name>` (`livestore:todos`), URL-encoded. Every endpoint needs
-//! `Authorization: Bearer <auth.admin_secret>` or a JWT whose claims say `isAdmin`.
+//! `Authorization: Bearer <auth.admin_secret>` or a JWT whose claims say `isAdmin`. The OpenAPI
+//! document (`GET /v1/openapi.json`, no credentials needed) is [`openapi::document`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -30,8 +31,11 @@ use crate::server::AppState;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
+pub mod openapi;
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .route("/v1/stores", get(list_stores))
         .route("/v1/stores/{store}/events", get(read_events))
         .route("/v1/stores/{store}/events/live", get(live_events))

@@ -173,3 +173,38 @@ async fn read_sse_ids(mut response: reqwest::Response, last: u64) -> Vec<u64> {
     }
     seqs
 }
+
+/// The committed `src/api/openapi.json` is what the server serves (regenerate it with
+/// `UPDATE_OPENAPI=1 cargo test openapi`), and its paths are exactly the API's routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_is_committed_and_matches_the_routes() {
+    let app = spawn_api_app(Kind::Sqlite).await;
+    let served: Value = reqwest::get(app.url("/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/openapi.json");
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed_path, serde_json::to_string_pretty(&served).unwrap() + "\n").unwrap();
+    }
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(committed_path).unwrap()).unwrap();
+    assert_eq!(served, committed, "src/api/openapi.json is stale: run UPDATE_OPENAPI=1 cargo test openapi");
+
+    let documented: Vec<(String, String)> = served["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, methods)| methods.as_object().unwrap().keys().map(move |m| (m.clone(), path.clone())))
+        .collect();
+    let mut expected: Vec<(String, String)> =
+        junction::api::openapi::PATHS.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut documented_sorted = documented.clone();
+    documented_sorted.sort();
+    expected.sort();
+    assert_eq!(documented_sorted, expected);
+    // Each documented operation is routed: without credentials it is refused (401), not missing (404).
+    let http = reqwest::Client::new();
+    for (method, path) in documented {
+        let url = app.url(&path.replace("{store}", "livestore:x"));
+        let request = if method == "post" { http.post(url) } else { http.get(url) };
+        assert_eq!(request.send().await.unwrap().status(), 401, "{method} {path}");
+    }
+    app.stop().await;
+}
