@@ -143,6 +143,23 @@ async fn assert_store_holds(app: &TestApp, store_id: &str, rows: &[Row]) {
     assert_eq!(seen, expected, "{store_id}");
 }
 
+/// Runs `continue.mjs` of the v03 or v04 interop package: the real client pulls `store` (expecting
+/// `count` events ending at `last`) and pushes one more on top.
+async fn real_client_continues(app: &TestApp, version: &str, args: &[&str]) -> String {
+    let dir = format!("{}/protocols/livestore/interop/{version}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new("node")
+        .arg("continue.mjs")
+        .args(args)
+        .current_dir(dir)
+        .env("JUNCTION_URL", app.url(""))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{version} {args:?}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
 async fn d1_dump_imports_exactly_and_idempotently(kind: Kind) {
     let app = spawn_app(kind).await;
     let dir = tempfile::tempdir().unwrap();
@@ -175,14 +192,22 @@ async fn d1_dump_imports_exactly_and_idempotently(kind: Kind) {
     let replace = Options { replace: true, ..options.clone() };
     import_d1::import(&app.log, &dump, &replace, |_| {}).await.unwrap();
     assert_store_holds(&app, "todos", TODOS).await;
+
+    // The unmodified 0.3 client (what a D1 deployment ran) picks the stores up and goes on.
+    let seen = real_client_continues(&app, "v03", &["todos", "3", "20000"]).await;
+    assert!(seen.contains("delivered [20001]"), "{seen}");
+    real_client_continues(&app, "v03", &["my store/1", "1", "1"]).await;
+    assert_eq!(app.log.head(&key).await.unwrap(), SeqNum(20001));
     app.stop().await;
 }
 
-crate::on_both_backends!(d1_dump_imports_exactly_and_idempotently);
+crate::on_both_backends!(
+    d1_dump_imports_exactly_and_idempotently,
+    do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue(kind: Kind) {
+    let app = spawn_app(kind).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("do.sqlite");
     write_do_sqlite(
