@@ -41,6 +41,9 @@ enum Command {
         /// Where to write (default: standard output).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// The export format; NDJSON is the one there is (see the README).
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: ExportFormat,
     },
     /// Restore the stores of an export made by `junction export`.
     Import {
@@ -68,6 +71,11 @@ enum Command {
         /// Base URL of the server, e.g. http://127.0.0.1:8787
         url: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Ndjson,
 }
 
 fn main() -> ExitCode {
@@ -112,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", backend.kind());
             Ok(())
         }
-        Some(Command::Export { stores, all: _, output }) => {
+        Some(Command::Export { stores, all: _, output, format: ExportFormat::Ndjson }) => {
             let keys = stores.iter().map(|s| parse_store(s)).collect::<anyhow::Result<Vec<_>>>()?;
             let log = junction::server::open_event_log(&config).await?;
             let summary = match output {

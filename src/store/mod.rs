@@ -255,88 +255,90 @@ pub(crate) fn to_i64(seq: SeqNum) -> i64 {
     seq.0 as i64
 }
 
-/// Reads one event row; the column types are the same in both backends.
-pub(crate) fn event_from_row<R>(row: &R) -> StoreResult<Event>
-where
-    R: Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let seq: i64 = row.try_get("seq")?;
-    let parent_seq: i64 = row.try_get("parent_seq")?;
-    let change_pos: i64 = row.try_get("change_pos")?;
+/// A result row of either backend. Both keep the same column types (BIGINT / INTEGER and
+/// TEXT), so the readers below serve both; the bounds live here once instead of on each reader.
+pub(crate) trait StoreRow {
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn text(&self, column: &str) -> StoreResult<String>;
+
+    fn protocol(&self) -> StoreResult<Protocol> {
+        let text = self.text("protocol")?;
+        Protocol::parse(&text).ok_or_else(|| sqlx::Error::Decode(format!("unknown protocol {text:?} in stores").into()))
+    }
+}
+
+impl StoreRow for sqlx::postgres::PgRow {
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        self.try_get(column)
+    }
+    fn text(&self, column: &str) -> StoreResult<String> {
+        self.try_get(column)
+    }
+}
+
+impl StoreRow for sqlx::sqlite::SqliteRow {
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        self.try_get(column)
+    }
+    fn text(&self, column: &str) -> StoreResult<String> {
+        self.try_get(column)
+    }
+}
+
+/// Reads one event row.
+pub(crate) fn event_from_row<R: StoreRow>(row: &R) -> StoreResult<Event> {
+    let seq = row.int("seq")?;
+    let parent_seq = row.int("parent_seq")?;
+    let change_pos = row.int("change_pos")?;
     Ok(Event {
         seq: SeqNum(seq as u64),
         parent_seq: SeqNum(parent_seq as u64),
         body: EventBody {
-            name: row.try_get("name")?,
-            args: decode_args(row.try_get("args")?)?,
-            client_id: row.try_get("client_id")?,
-            session_id: row.try_get("session_id")?,
+            name: row.text("name")?,
+            args: decode_args(row.text("args")?)?,
+            client_id: row.text("client_id")?,
+            session_id: row.text("session_id")?,
         },
-        created_at: row.try_get("created_at")?,
+        created_at: row.text("created_at")?,
         change_pos: ChangePos(change_pos as u64),
     })
 }
 
 /// Reads a `stores` row (id, head, backend_id) taken under lock at the start of a commit.
-pub(crate) fn locked_head<R>(row: &R) -> StoreResult<(StoreId, LockedHead)>
-where
-    R: Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let id: i64 = row.try_get("id")?;
-    let head: i64 = row.try_get("head")?;
-    let backend_id: String = row.try_get("backend_id")?;
+pub(crate) fn locked_head<R: StoreRow>(row: &R) -> StoreResult<(StoreId, LockedHead)> {
+    let id = row.int("id")?;
+    let head = row.int("head")?;
+    let backend_id = row.text("backend_id")?;
     Ok((StoreId(id), LockedHead { head: SeqNum(head as u64), backend_id: backend_id.into() }))
 }
 
 /// Reads a change-log row joined with its store.
-pub(crate) fn change_from_row<R>(row: &R) -> StoreResult<Change>
-where
-    R: Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let protocol: String = row.try_get("protocol")?;
-    let protocol = Protocol::parse(&protocol)
-        .ok_or_else(|| sqlx::Error::Decode(format!("unknown protocol {protocol:?} in stores").into()))?;
-    let position: i64 = row.try_get("position")?;
-    let first_seq: i64 = row.try_get("first_seq")?;
-    let last_seq: i64 = row.try_get("last_seq")?;
-    let event_count: i64 = row.try_get("event_count")?;
+pub(crate) fn change_from_row<R: StoreRow>(row: &R) -> StoreResult<Change> {
+    let protocol = row.protocol()?;
+    let position = row.int("position")?;
+    let first_seq = row.int("first_seq")?;
+    let last_seq = row.int("last_seq")?;
+    let event_count = row.int("event_count")?;
     Ok(Change {
         position: ChangePos(position as u64),
-        store: StoreKey { protocol, name: row.try_get("name")? },
+        store: StoreKey { protocol, name: row.text("name")? },
         first_seq: SeqNum(first_seq as u64),
         last_seq: SeqNum(last_seq as u64),
         event_count: event_count as u64,
-        created_at: row.try_get("created_at")?,
+        created_at: row.text("created_at")?,
     })
 }
 
 /// Reads a `stores` row (protocol, name, head, backend_id, event_count).
-pub(crate) fn store_info<R>(id: StoreId, row: &R) -> StoreResult<StoreInfo>
-where
-    R: Row,
-    for<'r> &'r str: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let protocol: String = row.try_get("protocol")?;
-    let protocol = Protocol::parse(&protocol)
-        .ok_or_else(|| sqlx::Error::Decode(format!("unknown protocol {protocol:?} in stores").into()))?;
-    let head: i64 = row.try_get("head")?;
-    let event_count: i64 = row.try_get("event_count")?;
+pub(crate) fn store_info<R: StoreRow>(id: StoreId, row: &R) -> StoreResult<StoreInfo> {
+    let protocol = row.protocol()?;
+    let head = row.int("head")?;
+    let event_count = row.int("event_count")?;
     Ok(StoreInfo {
         id,
-        key: StoreKey { protocol, name: row.try_get("name")? },
+        key: StoreKey { protocol, name: row.text("name")? },
         head: SeqNum(head as u64),
-        backend_id: row.try_get("backend_id")?,
+        backend_id: row.text("backend_id")?,
         event_count: event_count as u64,
     })
 }

@@ -143,7 +143,7 @@ async fn the_commands_export_and_import_files() {
     let export = junction(&source_db).args(["export", "--all", "--output"]).arg(&file).output().unwrap();
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     assert!(String::from_utf8_lossy(&export.stderr).contains("exported 3 stores, 10 events"));
-    let one = junction(&source_db).args(["export", "--store", "pocket:notes"]).output().unwrap();
+    let one = junction(&source_db).args(["export", "--store", "pocket:notes", "--format", "ndjson"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&one.stdout).lines().count(), 1 + 1 + 5);
     let import = junction(&target_db).arg("import").arg(&file).output().unwrap();
     assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
