@@ -20,119 +20,126 @@ use crate::server::AppState;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
     let (outbox, mut incoming, writer) = socket::split(socket, 256);
-    let mut limiter = RateLimiter::new(state.config.limits.messages_per_second);
-    let mut pull: Option<JoinHandle<()>> = None;
     // A pull that cannot go on (slow consumer, reset) asks the loop to close the socket.
     let (pull_ended, mut pull_end) = mpsc::channel::<&'static str>(1);
+    let limiter = RateLimiter::new(state.config.limits.messages_per_second);
+    let mut connection = Connection { state, params, grant, outbox, limiter, pull: None, pull_ended };
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = handle(&state, &params, &grant, &outbox, &mut limiter, &mut pull, &pull_ended, &text).await;
-                    if let Some(reply) = reply
-                        && !outbox.text(reply.to_json()).await
+                    if let Some(reply) = connection.handle(&text).await
+                        && !connection.outbox.text(reply.to_json()).await
                     {
                         break;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let reply = Response::Error { request_id: String::new(), message: "Binary frames are not supported".into() };
-                    outbox.text(reply.to_json()).await;
+                    connection.outbox.text(reply.to_json()).await;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
             Some(reason) = pull_end.recv() => {
-                outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
+                connection.outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
                 break;
             }
-            _ = state.shutdown.cancelled() => {
-                outbox.close(close_code::GOING_AWAY, "server shutting down").await;
+            _ = connection.state.shutdown.cancelled() => {
+                connection.outbox.close(close_code::GOING_AWAY, "server shutting down").await;
                 break;
             }
         }
     }
-    if let Some(pull) = pull {
+    if let Some(pull) = connection.pull.take() {
         pull.abort();
     }
-    drop(outbox);
+    drop(connection);
     let _ = writer.await;
 }
 
-/// Handles one text frame; the reply (if any) goes to the sender only.
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    state: &AppState,
-    params: &SyncParams,
-    grant: &Grant,
-    outbox: &Outbox,
-    limiter: &mut RateLimiter,
-    pull: &mut Option<JoinHandle<()>>,
-    pull_ended: &mpsc::Sender<&'static str>,
-    text: &str,
-) -> Option<Response> {
-    if text.len() > state.config.limits.max_frame_bytes {
-        let message =
-            format!("Message too large: {} bytes, the limit is {}", text.len(), state.config.limits.max_frame_bytes);
-        return Some(Response::Error { request_id: request_id_of(text), message });
-    }
-    if !limiter.allow() {
-        return Some(Response::Error {
-            request_id: request_id_of(text),
-            message: "Too many messages. Please slow down.".into(),
-        });
-    }
-    let request = match v03::decode_request(text) {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::debug!(store = %params.store_id, %error, "livestore 0.3: undecodable frame");
-            return Some(Response::bad_frame(&error));
+struct Connection {
+    state: AppState,
+    params: SyncParams,
+    grant: Grant,
+    outbox: Outbox,
+    limiter: RateLimiter,
+    /// The socket's pull (0.3 clients pull once per connection; a new PullReq replaces it).
+    pull: Option<JoinHandle<()>>,
+    pull_ended: mpsc::Sender<&'static str>,
+}
+
+impl Connection {
+    /// Handles one text frame; the reply (if any) goes to the sender only.
+    async fn handle(&mut self, text: &str) -> Option<Response> {
+        let Connection { state, params, grant, outbox, limiter, pull, pull_ended } = self;
+        if text.len() > state.config.limits.max_frame_bytes {
+            let message = format!(
+                "Message too large: {} bytes, the limit is {}",
+                text.len(),
+                state.config.limits.max_frame_bytes
+            );
+            return Some(Response::Error { request_id: request_id_of(text), message });
         }
-    };
-    match request {
-        Request::Ping => Some(Response::Pong),
-        Request::PullReq { request_id, cursor } => {
-            if let Some(previous) = pull.take() {
-                previous.abort();
-            }
-            let task = run_pull(state.clone(), params.clone(), outbox.clone(), request_id, cursor, pull_ended.clone());
-            *pull = Some(tokio::spawn(task));
-            None
+        if !limiter.allow() {
+            return Some(Response::Error {
+                request_id: request_id_of(text),
+                message: "Too many messages. Please slow down.".into(),
+            });
         }
-        Request::PushReq { request_id, batch } => match session::push(&state.log, params, grant, &batch).await {
-            Ok(()) => Some(Response::PushAck { request_id }),
-            Err(PushRefused::NotOnHead { head, provided }) => {
-                Some(Response::invalid_parent(request_id, provided, head.0))
+        let request = match v03::decode_request(text) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::debug!(store = %params.store_id, %error, "livestore 0.3: undecodable frame");
+                return Some(Response::bad_frame(&error));
             }
-            Err(PushRefused::Forbidden) => {
-                Some(Response::Error { request_id, message: "Not allowed to push to this store".into() })
+        };
+        match request {
+            Request::Ping => Some(Response::Pong),
+            Request::PullReq { request_id, cursor } => {
+                if let Some(previous) = pull.take() {
+                    previous.abort();
+                }
+                let task =
+                    run_pull(state.clone(), params.clone(), outbox.clone(), request_id, cursor, pull_ended.clone());
+                *pull = Some(tokio::spawn(task));
+                None
             }
-            Err(PushRefused::Invalid(reason)) => {
-                Some(Response::Error { request_id, message: format!("Invalid batch: {reason}") })
-            }
-            Err(PushRefused::Internal) => Some(Response::Error { request_id, message: "Internal error".into() }),
-        },
-        Request::AdminResetRoomReq { request_id, admin_secret } => {
-            if !admin_secret_ok(state, &admin_secret) {
-                return Some(Response::invalid_admin_secret(request_id));
-            }
-            match state.log.reset(&params.key()).await {
-                Ok(_) => Some(Response::AdminResetRoomRes { request_id }),
-                Err(error) => {
-                    tracing::error!(store = %params.store_id, %error, "livestore: reset failed");
-                    Some(Response::Error { request_id, message: "Internal error".into() })
+            Request::PushReq { request_id, batch } => match session::push(&state.log, params, grant, &batch).await {
+                Ok(()) => Some(Response::PushAck { request_id }),
+                Err(PushRefused::NotOnHead { head, provided }) => {
+                    Some(Response::invalid_parent(request_id, provided, head.0))
+                }
+                Err(PushRefused::Forbidden) => {
+                    Some(Response::Error { request_id, message: "Not allowed to push to this store".into() })
+                }
+                Err(PushRefused::Invalid(reason)) => {
+                    Some(Response::Error { request_id, message: format!("Invalid batch: {reason}") })
+                }
+                Err(PushRefused::Internal) => Some(Response::Error { request_id, message: "Internal error".into() }),
+            },
+            Request::AdminResetRoomReq { request_id, admin_secret } => {
+                if !admin_secret_ok(state, &admin_secret) {
+                    return Some(Response::invalid_admin_secret(request_id));
+                }
+                match state.log.reset(&params.key()).await {
+                    Ok(_) => Some(Response::AdminResetRoomRes { request_id }),
+                    Err(error) => {
+                        tracing::error!(store = %params.store_id, %error, "livestore: reset failed");
+                        Some(Response::Error { request_id, message: "Internal error".into() })
+                    }
                 }
             }
-        }
-        Request::AdminInfoReq { request_id, admin_secret } => {
-            if !admin_secret_ok(state, &admin_secret) {
-                return Some(Response::invalid_admin_secret(request_id));
-            }
-            match state.log.info(&params.key()).await {
-                Ok(info) => Some(Response::AdminInfoRes { request_id, durable_object_id: info.backend_id }),
-                Err(error) => {
-                    tracing::error!(store = %params.store_id, %error, "livestore: info failed");
-                    Some(Response::Error { request_id, message: "Internal error".into() })
+            Request::AdminInfoReq { request_id, admin_secret } => {
+                if !admin_secret_ok(state, &admin_secret) {
+                    return Some(Response::invalid_admin_secret(request_id));
+                }
+                match state.log.info(&params.key()).await {
+                    Ok(info) => Some(Response::AdminInfoRes { request_id, durable_object_id: info.backend_id }),
+                    Err(error) => {
+                        tracing::error!(store = %params.store_id, %error, "livestore: info failed");
+                        Some(Response::Error { request_id, message: "Internal error".into() })
+                    }
                 }
             }
         }

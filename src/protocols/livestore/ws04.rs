@@ -23,16 +23,16 @@ const REMEMBERED_STREAMS: usize = 1024;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
     let (outbox, mut incoming, writer) = socket::split(socket, 256);
+    let limiter = RateLimiter::new(state.config.limits.messages_per_second);
     let mut connection = Connection {
         state,
         params,
         grant,
         outbox,
-        limiter: None,
+        limiter,
         live_pulls: HashMap::new(),
         streams: KnownStreams::default(),
     };
-    connection.limiter = Some(RateLimiter::new(connection.state.config.limits.messages_per_second));
     let (pull_ended, mut pull_end) = mpsc::channel::<&'static str>(1);
     loop {
         tokio::select! {
@@ -71,7 +71,7 @@ struct Connection {
     params: SyncParams,
     grant: Grant,
     outbox: Outbox,
-    limiter: Option<RateLimiter>,
+    limiter: RateLimiter,
     live_pulls: HashMap<String, JoinHandle<()>>,
     streams: KnownStreams,
 }
@@ -86,7 +86,7 @@ impl Connection {
             self.fail(&request_id_of(text), SyncError::unknown(message)).await;
             return Ok(());
         }
-        if !self.limiter.as_mut().expect("set at start").allow() {
+        if !self.limiter.allow() {
             let id = request_id_of(text);
             if !id.is_empty() {
                 self.fail(&id, SyncError::unknown("too many messages, please slow down")).await;
