@@ -1,6 +1,6 @@
 //! Limits shared by every protocol's connection loop.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Token bucket for one connection's incoming messages: `per_second` sustained, bursts up to
 /// one second's worth. Cheap enough to consult on every frame.
@@ -33,15 +33,12 @@ impl RateLimiter {
             false
         }
     }
-
-    /// How long until the next message would be allowed.
-    pub fn retry_after(&self) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens) / self.per_second).max(0.0))
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -50,7 +47,6 @@ mod tests {
         let start = limiter.last;
         assert_eq!((0..10).filter(|_| limiter.allow_at(start)).count(), 10);
         assert!(!limiter.allow_at(start));
-        assert!(limiter.retry_after() > Duration::ZERO);
         assert!(limiter.allow_at(start + Duration::from_millis(100)));
         assert!(!limiter.allow_at(start + Duration::from_millis(100)));
         let later = start + Duration::from_secs(5);
