@@ -103,7 +103,7 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtocolsConfig {
-    pub synckit: ProtocolConfig,
+    pub synckit: SyncKitConfig,
     pub livestore: LiveStoreConfig,
     pub pocket: ProtocolConfig,
 }
@@ -116,6 +116,28 @@ pub struct ProtocolConfig {
     pub path: String,
     /// Let clients in without a token. Convenient for development, wrong for production.
     pub allow_anonymous: bool,
+}
+
+/// SyncKit (`@synckit-js/sdk`): binary WebSocket frames at `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncKitConfig {
+    pub enabled: bool,
+    /// Path of the WebSocket endpoint (the SDK's `serverUrl` path).
+    pub path: String,
+    /// Authenticate a socket without a token at once, with every permission. The SDK's
+    /// `SyncKit` class cannot send a token (it can put `?token=` in its `serverUrl`).
+    pub allow_anonymous: bool,
+    /// Largest message accepted, in bytes; bigger ones get `Message too large`.
+    pub max_message_bytes: usize,
+    /// Presence not updated for this long is dropped and a leave is broadcast.
+    pub awareness_timeout_secs: u64,
+    /// Longest a broadcast is held back to coalesce writes to a busy document, in ms.
+    pub batch_window_ms: u64,
+    /// Events between two snapshots of a document.
+    pub snapshot_every: u64,
+    /// Refuse `subscribe` outside the reference's demo ids (`playground`, `room:*`, …).
+    pub document_whitelist: bool,
 }
 
 /// LiveStore serves two client generations at two places: 0.3.x always appends `/websocket` to
@@ -185,7 +207,17 @@ impl Default for ProtocolsConfig {
             allow_anonymous: true,
             tokens: Vec::new(),
         };
-        ProtocolsConfig { synckit: on("/ws"), livestore, pocket: on("/sync") }
+        let synckit = SyncKitConfig {
+            enabled: true,
+            path: "/ws".into(),
+            allow_anonymous: true,
+            max_message_bytes: 2_000_000,
+            awareness_timeout_secs: 30,
+            batch_window_ms: 50,
+            snapshot_every: 256,
+            document_whitelist: false,
+        };
+        ProtocolsConfig { synckit, livestore, pocket: on("/sync") }
     }
 }
 

@@ -28,6 +28,7 @@ pub use subscription::{Subscription, SubscriptionEnded};
 
 use crate::fanout::{FanOut, Hub, LiveMessage};
 use crate::metrics::Metrics;
+pub use crate::store::Snapshot;
 use crate::store::{AppendRequest, Backend, Restored};
 
 /// Failures of the event log itself (as opposed to a refused append).
@@ -179,6 +180,20 @@ impl EventLog {
                 Err(AppendError::HeadMismatch { head })
             }
         }
+    }
+
+    /// Saves a projection snapshot of the store (a cache of the log; see [`Snapshot`]).
+    pub async fn save_snapshot(&self, key: &StoreKey, snapshot: &Snapshot) -> Result<(), EventLogError> {
+        let id = self.store_id(key).await?;
+        Ok(self.inner.backend.save_snapshot(id, snapshot).await?)
+    }
+
+    /// The store's snapshot, if it has one made for its current backend id.
+    pub async fn load_snapshot(&self, key: &StoreKey) -> Result<Option<Snapshot>, EventLogError> {
+        let Some(id) = self.existing_store_id(key).await? else { return Ok(None) };
+        let Some(snapshot) = self.inner.backend.load_snapshot(id).await? else { return Ok(None) };
+        let info = self.inner.backend.info(id).await?;
+        Ok((snapshot.backend_id == info.backend_id && snapshot.seq <= info.head).then_some(snapshot))
     }
 
     /// Up to `limit` events with seq > `after`, in seq order. An unknown store reads as empty.

@@ -124,6 +124,15 @@ impl Backend {
         dispatch!(self, store => store.reset(id, backend_id).await)
     }
 
+    /// Keeps `snapshot` unless the stored one is newer for the same backend id.
+    pub async fn save_snapshot(&self, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
+        dispatch!(self, store => store.save_snapshot(id, snapshot).await)
+    }
+
+    pub async fn load_snapshot(&self, id: StoreId) -> StoreResult<Option<Snapshot>> {
+        dispatch!(self, store => store.load_snapshot(id).await)
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         dispatch!(self, store => store.ping().await)
     }
@@ -131,6 +140,20 @@ impl Backend {
     pub async fn close(&self) {
         dispatch!(self, store => store.close().await)
     }
+}
+
+/// A protocol's folded state of one store up to `seq` (see migrations: `snapshots`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The store's backend id when the snapshot was made; another id means it is stale.
+    pub backend_id: String,
+    pub seq: SeqNum,
+    pub body: String,
+}
+
+/// Reads one snapshot row.
+pub(crate) fn snapshot_from_row<R: StoreRow>(row: &R) -> StoreResult<Snapshot> {
+    Ok(Snapshot { backend_id: row.text("backend_id")?, seq: SeqNum(row.int("seq")? as u64), body: row.text("body")? })
 }
 
 /// What a restore did.

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, Restored, StoreResult, change_from_row, decide, event_from_row, locked_head,
-    materialize, restored_batch, store_info, stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, decide, event_from_row, locked_head,
+    materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -215,12 +215,38 @@ impl PostgresStore {
         sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(id.0).fetch_one(&mut *tx).await?;
         sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM changes WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM snapshots WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = $1 WHERE id = $2")
             .bind(backend_id)
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
         tx.commit().await
+    }
+
+    pub async fn save_snapshot(&self, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (store_id, backend_id, seq, body, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (store_id) DO UPDATE SET backend_id = excluded.backend_id, seq = excluded.seq, \
+             body = excluded.body, created_at = excluded.created_at WHERE excluded.seq > snapshots.seq \
+             OR excluded.backend_id <> snapshots.backend_id",
+        )
+        .bind(id.0)
+        .bind(&snapshot.backend_id)
+        .bind(to_i64(snapshot.seq))
+        .bind(&snapshot.body)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn load_snapshot(&self, id: StoreId) -> StoreResult<Option<Snapshot>> {
+        let row = sqlx::query("SELECT backend_id, seq, body FROM snapshots WHERE store_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| snapshot_from_row(&row)).transpose()
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
