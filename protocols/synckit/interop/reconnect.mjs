@@ -6,9 +6,9 @@
 // 1. Clients A ("client-A") and B ("user-B") write and converge, then the script prints "ready".
 // 2. The harness restarts Junction on the same port and database.
 // 3. A writes while it is disconnected (the SDK queues it) and both reconnect on their own (SDK
-//    backoff). Then the queued write, and new writes to fields both clients already hold at the
-//    server's old clock, must converge on both — the restarted server's clock has to continue
-//    above the one it had.
+//    backoff). The queued write must reach the server (replayed and acked); new writes to fields
+//    both clients already hold at the server's old clock must converge on both — the restarted
+//    server's clock has to continue above the one it had.
 // Prints "recovered" and exits 0 on success.
 import assert from 'node:assert/strict'
 import { converge, newClient, openDoc, serverUrl, waitFor } from './lib/harness.mjs'
@@ -41,7 +41,11 @@ try {
     ms: 20000, what: 'both clients to re-subscribe',
   })
 
-  await converge([da, db], { offline: 'written while disconnected' }, { ms: 20000 })
+  // The queued write is replayed on reconnect and acked. B only sees it if it re-subscribed before
+  // the replay reached the server (0.1.1 ignores sync_response.state), so check it at the server.
+  await waitFor(() => a.getNetworkStatus().queueSize === 0, { ms: 20000, what: "A's offline queue to drain" })
+  assert.equal((await serverDocument(serverUrl(), id)).state.offline, 'written while disconnected')
+  assert.equal(da.get().offline, 'written while disconnected')
   await db.set('title', 'B after restart')
   await converge([da, db], { title: 'B after restart' })
   await da.set('n', 'A after restart')
