@@ -91,7 +91,8 @@ impl Client {
                 self.inbox.push_back(Received { kind, payload, text: true });
             }
             Some(Ok(Message::Close(frame))) => {
-                self.closed = Some(frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new())));
+                self.closed =
+                    Some(frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new())));
                 return false;
             }
             Some(Ok(_)) => {}
@@ -129,14 +130,18 @@ impl Client {
     /// The first `delta` for `field` of `doc`.
     async fn delta(&mut self, doc: &str, field: &str) -> Value {
         let what = format!("a delta for {doc}.{field}");
-        self.take(&what, |m| m.kind == MessageType::Delta && m.payload["documentId"] == doc && m.payload["field"] == field)
-            .await
-            .payload
+        self.take(&what, |m| {
+            m.kind == MessageType::Delta && m.payload["documentId"] == doc && m.payload["field"] == field
+        })
+        .await
+        .payload
     }
 
     /// The ACK whose messageId is `id`.
     async fn ack(&mut self, id: &str) -> Value {
-        self.take(&format!("the ack of {id}"), |m| m.kind == MessageType::Ack && m.payload["messageId"] == id).await.payload
+        self.take(&format!("the ack of {id}"), |m| m.kind == MessageType::Ack && m.payload["messageId"] == id)
+            .await
+            .payload
     }
 
     /// Asserts that no message matching `pred` arrives within `millis` (nor is already queued).
@@ -217,7 +222,11 @@ impl Client {
 fn clock_max(clock: &Value) -> u64 {
     let entries = clock.as_object().unwrap_or_else(|| panic!("clock is not an object: {clock}"));
     assert!(!entries.is_empty(), "the clock must not be empty (the SDK throws on an empty one)");
-    entries.values().map(|v| v.as_u64().unwrap_or_else(|| panic!("clock entry is not a counter: {clock}"))).max().unwrap()
+    entries
+        .values()
+        .map(|v| v.as_u64().unwrap_or_else(|| panic!("clock entry is not a counter: {clock}")))
+        .max()
+        .unwrap()
 }
 
 fn key(doc: &str) -> StoreKey {
@@ -270,7 +279,9 @@ fn fugue(client: &str, text: &str) -> FugueText {
 
 fn text_of(state: &Value) -> String {
     let json = state.as_str().unwrap_or_else(|| panic!("a text state is a JSON string, got {state}"));
-    serde_json::from_str::<FugueText>(json).unwrap_or_else(|e| panic!("not a FugueText state ({e}): {json}")).to_string()
+    serde_json::from_str::<FugueText>(json)
+        .unwrap_or_else(|e| panic!("not a FugueText state ({e}): {json}"))
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +403,8 @@ async fn server_clock_stays_above_every_counter_and_grows_with_each_write() {
     let first = b.delta("doc-1", "f").await;
     let first_max = clock_max(&first["clock"]);
     assert!(first_max > 50, "{first}");
+    let own = a.delta("doc-1", "f").await;
+    assert_eq!((&own["value"], &own["clock"]), (&first["value"], &first["clock"]), "the sender's echo: {own}");
 
     b.sdk_set("doc-1", "f", json!("from B"), json!({ "user-B": 1 }), "b-1").await;
     b.ack("b-1").await;
@@ -400,6 +413,7 @@ async fn server_clock_stays_above_every_counter_and_grows_with_each_write() {
     let second_max = clock_max(&second["clock"]);
     assert!(second_max > first_max, "each broadcast of a field must carry a bigger max: {first} then {second}");
     assert!(second["clock"]["client-A"].as_u64() >= Some(50), "client clocks are merged in: {second}");
+    assert_eq!(b.delta("doc-1", "f").await["value"], "from B");
 
     // A write whose clock is far below the document's still wins (arrival order) and is echoed higher.
     a.sdk_set("doc-1", "f", json!("A again"), json!({ "client-A": 51 }), "a-2").await;
@@ -416,33 +430,56 @@ async fn server_clock_stays_above_every_counter_and_grows_with_each_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_request_merges_the_clock_and_subscribes() {
+async fn sync_request_subscribes_and_sync_step1_is_answered_like_it() {
     let app = spawn_app(Kind::Sqlite).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.sdk_set("doc-7", "x", json!(1), json!({ "client-B": 1 }), "b-1").await;
     b.ack("b-1").await;
 
-    let request = json!({ "documentId": "doc-7", "vectorClock": { "client-Z": 500 }, "id": "req-7" });
-    a.send(MessageType::SyncRequest, request).await;
+    a.send(MessageType::SyncRequest, json!({ "documentId": "doc-7", "id": "req-7" })).await;
     let response = a.expect(MessageType::SyncResponse).await;
     assert_eq!(response["requestId"], "req-7");
     assert_eq!(response["documentId"], "doc-7");
     assert_eq!(response["state"], json!({ "x": 1 }));
     assert_eq!(response["deltas"], json!([]));
-    assert!(response["clock"]["client-Z"].as_u64() >= Some(500), "the supplied clock is merged: {response}");
+    assert!(clock_max(&response["clock"]) > 1, "sync_response to sync_request carries the clock too: {response}");
 
-    // sync_request subscribed A: it gets B's next write, with a clock above 500.
+    // sync_request subscribed A: it gets B's next write.
     b.sdk_set("doc-7", "x", json!(2), json!({ "client-B": 2 }), "b-2").await;
     let delta = a.delta("doc-7", "x").await;
     assert_eq!(delta["value"], 2);
-    assert!(clock_max(&delta["clock"]) > 500, "{delta}");
+    assert!(clock_max(&delta["clock"]) > 2, "{delta}");
 
     // sync_step1 is answered like sync_request, never with sync_step2 (0x15, unknown to SDKs).
     a.send(MessageType::SyncStep1, json!({ "documentId": "doc-7", "stateVector": {} })).await;
     let reply = a.take("the reply to sync_step1", |m| m.kind != MessageType::Delta).await;
     assert_eq!(reply.kind, MessageType::SyncResponse, "{reply:?}");
     assert_eq!(reply.payload["state"], json!({ "x": 2 }));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_request_vector_clock_is_merged_into_the_document_clock() {
+    // Contract: sync_request "merges a supplied vectorClock" (as the reference does, §3.2): the
+    // document clock keeps the client's counters, so later echoes beat them.
+    let app = spawn_app(Kind::Sqlite).await;
+    let mut a = Client::connect(&app).await;
+    let mut b = Client::connect(&app).await;
+    b.sdk_set("doc-8", "x", json!(1), json!({ "client-B": 1 }), "b-1").await;
+    b.ack("b-1").await;
+
+    let request = json!({ "documentId": "doc-8", "vectorClock": { "client-Z": 500 }, "id": "req-8" });
+    a.send(MessageType::SyncRequest, request).await;
+    let response = a.expect(MessageType::SyncResponse).await;
+    assert!(response["clock"]["client-Z"].as_u64() >= Some(500), "the reply shows the merged clock: {response}");
+
+    let mut fresh = Client::connect(&app).await;
+    let later = fresh.subscribe("doc-8").await;
+    assert!(later["clock"]["client-Z"].as_u64() >= Some(500), "the document clock kept it: {later}");
+    b.sdk_set("doc-8", "x", json!(2), json!({ "client-B": 2 }), "b-2").await;
+    let delta = a.delta("doc-8", "x").await;
+    assert!(clock_max(&delta["clock"]) > 500, "the next echo beats the merged counter: {delta}");
     app.stop().await;
 }
 
@@ -499,7 +536,9 @@ async fn delta_batch_set_ops_are_acked_after_commit_and_echoed_per_field(kind: K
         let y = client.delta("room:test1", "y").await;
         assert_eq!(y["value"], json!({ "a": [1, 2] }));
         assert!(clock_max(&y["clock"]) > 6, "{y}");
-        client.none_within(300, "another delta (one per field; ignored ops send none)", |m| m.kind == MessageType::Delta).await;
+        client
+            .none_within(300, "another delta (one per field; ignored ops send none)", |m| m.kind == MessageType::Delta)
+            .await;
     }
     let mut fresh = Client::connect(&app).await;
     let response = fresh.subscribe("room:test1").await;
@@ -596,7 +635,11 @@ async fn text_state_is_merged_relayed_to_the_others_and_served_on_subscribe() {
 
     // A legacy `text` op is relayed as-is to the others.
     let legacy = json!({ "type": "text", "documentId": "room:text", "clientId": "client-A", "position": 0, "insert": "x", "timestamp": now_ms() });
-    a.send(MessageType::DeltaBatch, json!({ "documentId": "room:text", "deltas": [legacy.clone()], "messageId": "t-3" })).await;
+    a.send(
+        MessageType::DeltaBatch,
+        json!({ "documentId": "room:text", "deltas": [legacy.clone()], "messageId": "t-3" }),
+    )
+    .await;
     let relay = b.expect(MessageType::DeltaBatch).await;
     assert_eq!(relay["deltas"][0]["type"], "text");
     assert_eq!(relay["deltas"][0]["insert"], "x");
@@ -622,7 +665,8 @@ async fn awareness_state_updates_reach_every_subscriber_including_the_sender() {
     b.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:p1" })).await;
     b.expect(MessageType::AwarenessState).await;
 
-    let update = json!({ "documentId": "room:p1", "clientId": "client-A", "state": { "user": { "name": "A" } }, "clock": 1 });
+    let update =
+        json!({ "documentId": "room:p1", "clientId": "client-A", "state": { "user": { "name": "A" } }, "clock": 1 });
     a.send(MessageType::AwarenessUpdate, update).await;
     let mut ids = Vec::new();
     for client in [&mut a, &mut b] {
@@ -633,7 +677,9 @@ async fn awareness_state_updates_reach_every_subscriber_including_the_sender() {
         assert_eq!(got["clock"], 1);
         ids.push(got["id"].clone());
     }
-    bystander.none_within(300, "awareness without awareness_subscribe", |m| m.kind == MessageType::AwarenessUpdate).await;
+    bystander
+        .none_within(300, "awareness without awareness_subscribe", |m| m.kind == MessageType::AwarenessUpdate)
+        .await;
 
     let mut late = Client::connect(&app).await;
     late.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:p1" })).await;
@@ -733,8 +779,10 @@ async fn json_text_frames_get_json_text_replies() {
     let app = spawn_app(Kind::Sqlite).await;
     let mut a = Client::connect(&app).await;
     let ts = now_ms();
-    a.send_text(&json!({ "type": "sync_request", "id": "j-1", "timestamp": ts, "documentId": "room:json" }).to_string())
-        .await;
+    a.send_text(
+        &json!({ "type": "sync_request", "id": "j-1", "timestamp": ts, "documentId": "room:json" }).to_string(),
+    )
+    .await;
     let reply = a.take("a reply", |_| true).await;
     assert!(reply.text, "a text frame answers a text frame: {reply:?}");
     assert_eq!(reply.kind, MessageType::SyncResponse);
@@ -995,8 +1043,14 @@ async fn without_anonymous_access_a_token_is_needed() {
     let messages = [
         (MessageType::Subscribe, json!({ "documentId": "doc-1" })),
         (MessageType::SyncRequest, json!({ "documentId": "doc-1" })),
-        (MessageType::Delta, json!({ "documentId": "doc-1", "field": "f", "value": 1, "clock": { "c": 1 }, "messageId": "n-1" })),
-        (MessageType::DeltaBatch, json!({ "documentId": "doc-1", "deltas": [{ "type": "set", "field": "f", "value": 1, "clock": { "c": 1 } }] })),
+        (
+            MessageType::Delta,
+            json!({ "documentId": "doc-1", "field": "f", "value": 1, "clock": { "c": 1 }, "messageId": "n-1" }),
+        ),
+        (
+            MessageType::DeltaBatch,
+            json!({ "documentId": "doc-1", "deltas": [{ "type": "set", "field": "f", "value": 1, "clock": { "c": 1 } }] }),
+        ),
         (MessageType::AwarenessSubscribe, json!({ "documentId": "doc-1" })),
         (MessageType::AwarenessUpdate, json!({ "documentId": "doc-1", "clientId": "c", "state": {}, "clock": 1 })),
     ];
@@ -1080,7 +1134,9 @@ async fn a_token_without_permissions_authenticates_but_may_do_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_and_reads_are_checked_per_document() {
     let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = false).await;
-    let admin = token(json!({ "userId": "root", "permissions": { "canRead": [], "canWrite": [], "isAdmin": true }, "exp": in_one_hour() }));
+    let admin = token(
+        json!({ "userId": "root", "permissions": { "canRead": [], "canWrite": [], "isAdmin": true }, "exp": in_one_hour() }),
+    );
     let mut watcher = Client::connect_with_token(&app, &admin).await;
     watcher.subscribe("doc-b").await;
     watcher.subscribe("doc-a").await;
@@ -1233,7 +1289,8 @@ async fn auth_verify_and_me() {
         assert_eq!(response.json::<Value>().await.unwrap(), json!({ "error": error }), "{header:?}");
     }
     // No demo login that accepts any password.
-    let response = http.post(app.url("/auth/login")).json(&json!({ "email": "a@b.c", "password": "x" })).send().await.unwrap();
+    let response =
+        http.post(app.url("/auth/login")).json(&json!({ "email": "a@b.c", "password": "x" })).send().await.unwrap();
     assert!(response.status().is_client_error(), "no /auth/login: {}", response.status());
     app.stop().await;
 }

@@ -89,7 +89,8 @@ async fn real_sdk_clients_with_tokens() {
     let app = spawn_app_with(config, db).await;
     let all = token("interop-writer", &["*"], &["*"]);
     let read_only = token("interop-reader", &["*"], &[]);
-    let env = [("SYNCKIT_EXPECT_AUTH", "1"), ("SYNCKIT_TOKEN", all.as_str()), ("SYNCKIT_READONLY_TOKEN", read_only.as_str())];
+    let env =
+        [("SYNCKIT_EXPECT_AUTH", "1"), ("SYNCKIT_TOKEN", all.as_str()), ("SYNCKIT_READONLY_TOKEN", read_only.as_str())];
     let stdout = run_suite(&app, &["auth", "convergence", "late-joiner"], &env).await;
     // A skipped describe() counts as a skipped suite, not as skipped tests: look for the marker.
     assert!(!stdout.contains("# SKIP"), "the token tests ran: {stdout}");
@@ -142,8 +143,9 @@ async fn real_sdk_data_survives_a_restart(kind: Kind) {
     assert!(before["maxClock"].as_u64().is_some_and(|m| m > 12), "{line}");
 
     let app = app.restart().await;
-    let read = node_script(&app, "restart.mjs", &[("SYNCKIT_PHASE", "read"), ("SYNCKIT_DOC", &doc), ("SYNCKIT_EXPECT", line)])
-        .await;
+    let read =
+        node_script(&app, "restart.mjs", &[("SYNCKIT_PHASE", "read"), ("SYNCKIT_DOC", &doc), ("SYNCKIT_EXPECT", line)])
+            .await;
     assert!(read.contains("read ok"), "{read}");
     app.stop().await;
 }
