@@ -77,7 +77,7 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
         conn,
         session: format!("{}-conn-{conn}", instance_tag()).into(),
         outbox,
-        slow: CancellationToken::new(),
+        kick: CancellationToken::new(),
         identity: None,
         touched: HashSet::new(),
         chunks: None,
@@ -92,7 +92,7 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
             return;
         }
     }
-    let slow = connection.slow.clone();
+    let kick = connection.kick.clone();
     loop {
         tokio::select! {
             message = incoming.next() => {
@@ -106,8 +106,8 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
                     break;
                 }
             }
-            _ = slow.cancelled() => {
-                connection.outbox.close(close_code::TRY_AGAIN_LATER, "slow consumer").await;
+            _ = kick.cancelled() => {
+                connection.outbox.close(close_code::TRY_AGAIN_LATER, "fell behind or the document closed; reconnect").await;
                 break;
             }
             _ = connection.state.shutdown.cancelled() => {
@@ -127,7 +127,7 @@ struct Connection {
     conn: u64,
     session: Arc<str>,
     outbox: Outbox,
-    slow: CancellationToken,
+    kick: CancellationToken,
     limiter: RateLimiter,
     identity: Option<Identity>,
     /// Documents whose rooms know this connection (told when it closes).
@@ -143,7 +143,7 @@ impl Connection {
             session: self.session.clone(),
             outbox: self.outbox.clone(),
             framing,
-            slow: self.slow.clone(),
+            kick: self.kick.clone(),
         }
     }
 

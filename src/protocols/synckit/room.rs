@@ -91,15 +91,16 @@ pub struct Peer {
     pub session: Arc<str>,
     pub outbox: Outbox,
     pub framing: Framing,
-    /// Cancelled when the connection's queue overflows: its loop then closes the socket.
-    pub slow: CancellationToken,
+    /// Cancelled when the connection must reconnect (its queue overflowed, or its room closed):
+    /// its loop then closes the socket with 1013.
+    pub kick: CancellationToken,
 }
 
 impl Peer {
     /// Queues a frame without waiting; a full queue marks the connection as too slow.
     pub fn offer(&self, frame: Message) {
         if self.outbox.offer(frame) == Offered::Full {
-            self.slow.cancel();
+            self.kick.cancel();
         }
     }
 
@@ -372,7 +373,14 @@ impl Room {
                 }
                 batch = self.live.next() => match batch {
                     Ok(events) => self.follow(&events, true),
-                    Err(ended) => self.resubscribe(ended).await,
+                    Err(ended) => {
+                        if !self.resubscribe(ended).await {
+                            // The log is gone (shutdown, or storage down for good): the
+                            // connections reconnect and find a fresh room.
+                            self.kick_everyone();
+                            return;
+                        }
+                    }
                 },
                 _ = sleep_until(flush_at), if self.flush_at.is_some() => self.flush(),
                 _ = sweep.tick(), if !self.presence.is_empty() => self.expire_presence(),
@@ -647,29 +655,44 @@ impl Room {
         }
     }
 
-    /// The subscription ended: follow again from the head (or reload after a reset).
-    async fn resubscribe(&mut self, ended: crate::eventlog::SubscriptionEnded) {
+    /// The subscription ended: follow again from the head (or reload after a reset). `false`
+    /// when the log cannot be followed any more.
+    async fn resubscribe(&mut self, ended: crate::eventlog::SubscriptionEnded) -> bool {
         use crate::eventlog::SubscriptionEnded;
-        loop {
-            if matches!(ended, SubscriptionEnded::Reset) {
-                tracing::info!(document = %self.document_id(), "synckit: the document was reset");
-                self.document = Document::default();
-                self.head = SeqNum(0);
-                self.snapshot_seq = SeqNum(0);
-                if let Ok(info) = self.log.info(&self.key).await {
+        if matches!(ended, SubscriptionEnded::Reset) {
+            tracing::info!(document = %self.document_id(), "synckit: the document was reset");
+            self.document = Document::default();
+            self.head = SeqNum(0);
+            self.snapshot_seq = SeqNum(0);
+            self.pending = RawObject::new();
+            self.flush_at = None;
+        }
+        for attempt in 1..=5u32 {
+            let subscribed = async {
+                let info = self.log.info(&self.key).await?;
+                let live = self.log.subscribe(&self.key, self.head).await?;
+                Ok::<_, crate::eventlog::EventLogError>((info, live))
+            };
+            match subscribed.await {
+                Ok((info, live)) => {
                     self.backend_id = info.backend_id;
-                }
-            }
-            match self.log.subscribe(&self.key, self.head).await {
-                Ok(live) => {
                     self.live = live;
-                    return;
+                    return true;
                 }
+                Err(crate::eventlog::EventLogError::ShuttingDown) => return false,
                 Err(error) => {
-                    tracing::warn!(document = %self.document_id(), %error, "synckit: resubscribing failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(document = %self.document_id(), %error, attempt, "synckit: cannot follow the log");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
             }
+        }
+        false
+    }
+
+    /// Closes every connection that relies on this room (they reconnect to a fresh one).
+    fn kick_everyone(&self) {
+        for peer in self.subscribers.values().chain(self.awareness_peers.values()) {
+            peer.kick.cancel();
         }
     }
 
