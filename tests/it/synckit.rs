@@ -300,6 +300,7 @@ async fn subscribe_answers_with_state_and_a_nonempty_clock() {
     assert!(response["requestId"].as_str().is_some_and(|r| !r.is_empty()), "a server-made requestId: {response}");
     assert!(response["id"].as_str().is_some_and(|r| !r.is_empty()), "{response}");
     clock_max(&response["clock"]);
+    assert!(response.get("textState").is_none() && response.get("textClock").is_none(), "no text yet: {response}");
 
     // The request's id is echoed as requestId; a duplicate subscribe gets its own response.
     a.send(MessageType::Subscribe, json!({ "documentId": "room:p1", "id": "my-sub-1" })).await;
@@ -644,6 +645,7 @@ async fn text_state_is_merged_relayed_to_the_others_and_served_on_subscribe() {
     assert_eq!(relay["deltas"][0]["type"], "text");
     assert_eq!(relay["deltas"][0]["insert"], "x");
     assert_eq!(relay["isTextOperation"], true);
+    a.none_within(300, "a legacy text relay to the sender", |m| m.kind == MessageType::DeltaBatch).await;
     app.stop().await;
 }
 
@@ -677,6 +679,7 @@ async fn awareness_state_updates_reach_every_subscriber_including_the_sender() {
         assert_eq!(got["clock"], 1);
         ids.push(got["id"].clone());
     }
+    assert_eq!(ids[0], ids[1], "one message, broadcast as is");
     bystander
         .none_within(300, "awareness without awareness_subscribe", |m| m.kind == MessageType::AwarenessUpdate)
         .await;
@@ -869,6 +872,11 @@ async fn delta_batch_chunks_are_reassembled_into_one_frame() {
     }
     a.ack("chunked-1").await;
     assert_eq!(b.delta("room:chunks", "big").await["value"], big);
+
+    // A chunk that is not base64 breaks nothing.
+    let bad = json!({ "chunkId": "c-2", "totalChunks": 1, "chunkIndex": 0, "data": "%%%not base64%%%" });
+    a.send(MessageType::DeltaBatchChunk, bad).await;
+    a.assert_open().await;
     app.stop().await;
 }
 
@@ -1030,6 +1038,18 @@ async fn anonymous_sockets_work_at_once_and_auth_without_token_says_anonymous() 
     let error = a.error().await;
     assert_eq!(error["error"], "Permission denied");
     assert_eq!(error["details"], json!({ "documentId": "room:x" }));
+
+    // `sub` stands in for a missing userId.
+    let by_sub = token(
+        json!({ "sub": "s-1", "permissions": { "canRead": ["*"], "canWrite": [], "isAdmin": false }, "exp": in_one_hour() }),
+    );
+    a.send(MessageType::Auth, json!({ "token": by_sub })).await;
+    assert_eq!(a.expect(MessageType::AuthSuccess).await["userId"], "s-1");
+
+    // Anonymous access does not excuse a bad ?token=.
+    let mut b = Client::connect_with_token(&app, "not.a.jwt").await;
+    assert_eq!(b.expect(MessageType::AuthError).await["error"], "Authentication failed");
+    assert_eq!(b.closed().await, (1008, "Authentication failed".to_owned()));
     app.stop().await;
 }
 
@@ -1168,6 +1188,12 @@ async fn writes_and_reads_are_checked_per_document() {
     a.send(MessageType::AwarenessUpdate, json!({ "documentId": "other", "clientId": "c", "state": {}, "clock": 1 }))
         .await;
     assert_eq!(a.error().await["error"], "Permission denied");
+
+    let text_op = json!({ "type": "text-state", "state": serde_json::to_string(&fugue("client-A", "nope")).unwrap(), "documentId": "doc-b", "clientId": "client-A", "timestamp": now_ms(), "clock": { "client-A": 3 } });
+    a.send(MessageType::DeltaBatch, json!({ "documentId": "doc-b", "deltas": [text_op], "messageId": "deny-3" })).await;
+    assert_eq!(a.error().await["error"], "Permission denied");
+    watcher.none_within(300, "a relay of a denied text op", |m| m.kind == MessageType::DeltaBatch).await;
+    assert!(fresh.subscribe("doc-b").await.get("textState").is_none(), "no text stored");
 
     // The allowed write goes through.
     a.sdk_set("doc-a", "f", json!("yes"), json!({ "client-A": 3 }), "ok-1").await;
