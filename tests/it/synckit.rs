@@ -582,6 +582,46 @@ async fn a_burst_to_one_field_ends_with_the_last_value_everywhere() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_server_state() {
+    // Two writers (one only ever sends delta_batch and never subscribes) hammer ten fields while
+    // two readers watch: under load the server coalesces, but the last delta each subscriber gets
+    // for a field must be the field's final value.
+    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 100_000).await;
+    let mut r1 = Client::connect(&app).await;
+    let mut r2 = Client::connect(&app).await;
+    r1.subscribe("busy").await;
+    r2.subscribe("busy").await;
+    let mut a = Client::connect(&app).await;
+    let mut w = Client::connect(&app).await;
+    a.subscribe("busy").await;
+    for i in 0..100u64 {
+        let field = format!("k{}", i % 10);
+        a.sdk_set("busy", &field, json!(format!("a{i}")), json!({ "client-A": i + 1 }), &format!("a-{i}")).await;
+        w.batch_set("busy", "client-W", i + 1, &[(field.as_str(), json!(format!("w{i}")))], &format!("w-{i}")).await;
+    }
+    for i in 0..100 {
+        a.ack(&format!("a-{i}")).await;
+        w.ack(&format!("w-{i}")).await;
+    }
+    let mut fresh = Client::connect(&app).await;
+    let state = fresh.subscribe("busy").await["state"].clone();
+    assert_eq!(state.as_object().unwrap().len(), 10, "{state}");
+    for (name, client) in [("reader 1", &mut r1), ("reader 2", &mut r2), ("writer", &mut a), ("batch writer", &mut w)] {
+        let mut last = serde_json::Map::new();
+        let mut frames = 0;
+        for m in client.drain(500).await {
+            if m.kind == MessageType::Delta {
+                frames += 1;
+                last.insert(m.payload["field"].as_str().unwrap().to_owned(), m.payload["value"].clone());
+            }
+        }
+        assert_eq!(Value::Object(last), state, "{name}: the last delta per field is the server's value");
+        println!("{name}: {frames} delta frames for 200 writes to 10 fields");
+    }
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // SDK 0.3.0: text-state (Fugue CRDT)
 
@@ -1261,6 +1301,62 @@ async fn documents_clocks_and_text_survive_a_restart(kind: Kind) {
 }
 
 crate::on_both_backends!(documents_clocks_and_text_survive_a_restart);
+
+/// With a snapshot every few events, a restart loads snapshot + tail; twice in a row.
+async fn a_document_loads_from_snapshot_and_tail_after_restarts(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.snapshot_every = 3).await;
+    let mut expected = serde_json::Map::new();
+    let mut a = Client::connect(&app).await;
+    let mut text = fugue("client-A", "");
+    for i in 0..25u64 {
+        let field = format!("f{}", i % 7);
+        if i % 5 == 4 {
+            let payload = json!({ "documentId": "doc-snap", "delta": { field.clone(): { "__deleted": true } }, "vectorClock": { "client-A": i + 1 }, "messageId": format!("s-{i}") });
+            a.send(MessageType::Delta, payload).await;
+            expected.remove(&field);
+        } else {
+            a.sdk_set("doc-snap", &field, json!({ "i": i }), json!({ "client-A": i + 1 }), &format!("s-{i}")).await;
+            expected.insert(field, json!({ "i": i }));
+        }
+        a.ack(&format!("s-{i}")).await;
+        if i % 6 == 0 {
+            text.insert(text.len(), &format!("<{i}>")).unwrap();
+            let op = json!({ "type": "text-state", "state": serde_json::to_string(&text).unwrap(), "documentId": "doc-snap", "clientId": "client-A", "timestamp": 1_000 + i, "clock": { "client-A": i + 1 } });
+            a.send(
+                MessageType::DeltaBatch,
+                json!({ "documentId": "doc-snap", "deltas": [op], "messageId": format!("t-{i}") }),
+            )
+            .await;
+        }
+    }
+    let expected = Value::Object(expected);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let mut probe = Client::connect(&app).await;
+        let response = probe.subscribe("doc-snap").await;
+        if response.get("textState").is_some_and(|t| text_of(t) == text.to_string()) {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the last text state was never served: {response}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(before["state"], expected);
+    drop(a);
+
+    let mut app = app;
+    for round in 0..2 {
+        app = app.restart().await;
+        let mut b = Client::connect(&app).await;
+        let after = b.subscribe("doc-snap").await;
+        assert_eq!(after["state"], expected, "restart {round}");
+        assert_eq!(text_of(&after["textState"]), text.to_string(), "restart {round}");
+        assert_eq!(after["textClock"], 1_024, "the newest text op (i = 24) at restart {round}");
+        assert!(clock_max(&after["clock"]) >= clock_max(&before["clock"]), "restart {round}: {after}");
+    }
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_document_loads_from_snapshot_and_tail_after_restarts);
 
 // ---------------------------------------------------------------------------------------------
 // HTTP: /auth/verify and /auth/me
