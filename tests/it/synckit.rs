@@ -375,6 +375,15 @@ async fn test_client_delta_shape_null_values_and_tombstones() {
         assert_eq!(client.delta("room:p1", "x").await["value"], 1);
     }
 
+    // Neither messageId nor id: the ACK carries a server-made id.
+    a.send(MessageType::Delta, json!({ "documentId": "room:p1", "delta": { "w": 0 }, "vectorClock": { "t": 1 } }))
+        .await;
+    let ack = a.expect(MessageType::Ack).await;
+    assert!(ack["messageId"].as_str().is_some_and(|m| !m.is_empty()), "{ack}");
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.delta("room:p1", "w").await["value"], 0);
+    }
+
     // A tombstone without any clock: applied and acked (Junction tolerates the missing clock).
     let payload = json!({ "documentId": "room:p1", "delta": { "x": { "__deleted": true } }, "messageId": "m-del" });
     a.send(MessageType::Delta, payload).await;
@@ -385,7 +394,7 @@ async fn test_client_delta_shape_null_values_and_tombstones() {
         clock_max(&x["clock"]);
     }
     let mut fresh = Client::connect(&app).await;
-    assert_eq!(fresh.subscribe("room:p1").await["state"], json!({ "title": "t2", "z": null }), "x was deleted");
+    assert_eq!(fresh.subscribe("room:p1").await["state"], json!({ "title": "t2", "z": null, "w": 0 }), "x was deleted");
     app.stop().await;
 }
 
@@ -753,6 +762,16 @@ async fn stale_presence_expires_with_a_leave_broadcast() {
     let update = json!({ "documentId": "room:aw", "clientId": "client-A", "state": { "cursor": 3 }, "clock": 1 });
     a.send(MessageType::AwarenessUpdate, update).await;
     b.expect(MessageType::AwarenessUpdate).await;
+
+    // Updates every 400 ms keep the presence alive past the timeout (it counts from the last one).
+    for clock in 2..=6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let update =
+            json!({ "documentId": "room:aw", "clientId": "client-A", "state": { "cursor": clock }, "clock": clock });
+        a.send(MessageType::AwarenessUpdate, update).await;
+        let got = b.expect(MessageType::AwarenessUpdate).await;
+        assert_eq!(got["state"], json!({ "cursor": clock }), "still present after {clock} updates: {got}");
+    }
     let sent_at = now_ms();
 
     // A stays connected but silent: after the 1 s timeout its presence is dropped.
@@ -783,6 +802,10 @@ async fn presence_of_a_closed_connection_leaves_at_once() {
         a.send(MessageType::AwarenessUpdate, update).await;
         b.expect(MessageType::AwarenessUpdate).await;
     }
+    let mut c = Client::connect(&app).await;
+    let update = json!({ "documentId": "room:aw", "clientId": "tab-3", "state": { "n": 3 }, "clock": 1 });
+    c.send(MessageType::AwarenessUpdate, update).await;
+    b.expect(MessageType::AwarenessUpdate).await;
     a.socket.close(None).await.ok();
     drop(a);
     let started = Instant::now();
@@ -796,6 +819,12 @@ async fn presence_of_a_closed_connection_leaves_at_once() {
     assert_eq!(left, ["tab-1", "tab-2"]);
     // Well before the 30 s expiry.
     assert!(started.elapsed() < Duration::from_secs(5), "leave took {:?}", started.elapsed());
+    b.none_within(300, "a leave of another connection's presence", |m| m.kind == MessageType::AwarenessUpdate).await;
+    let mut later = Client::connect(&app).await;
+    later.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:aw" })).await;
+    let states = later.expect(MessageType::AwarenessState).await["states"].clone();
+    assert_eq!(states, json!([{ "clientId": "tab-3", "state": { "n": 3 }, "clock": 1 }]));
+    c.assert_open().await;
     app.stop().await;
 }
 
@@ -1053,6 +1082,23 @@ async fn over_the_rate_messages_are_dropped_with_rate_limit_exceeded() {
     // The socket stays open and the budget comes back.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(a.subscribe("doc-after").await["documentId"], "doc-after");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_whitelist_is_off_by_default_and_can_be_enabled() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let mut a = Client::connect(&app).await;
+    assert_eq!(a.subscribe("doc-1").await["documentId"], "doc-1");
+    app.stop().await;
+
+    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.document_whitelist = true).await;
+    let mut a = Client::connect(&app).await;
+    a.send(MessageType::Subscribe, json!({ "documentId": "doc-1" })).await;
+    assert_eq!(a.error().await["error"], "Access denied to this document");
+    for allowed in ["playground", "playground:x", "room:x", "wordwall:y", "1700000000000"] {
+        assert_eq!(a.subscribe(allowed).await["documentId"], allowed);
+    }
     app.stop().await;
 }
 
