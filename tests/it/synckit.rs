@@ -631,6 +631,57 @@ async fn interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_serve
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_during_writes_misses_nothing() {
+    // The joiner's sync_response state plus the deltas after it must add up to the final state:
+    // every write lands either in the state it was sent or in a later delta (gap-free), and no
+    // delta takes a field back to an older value than the state showed.
+    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 100_000).await;
+    let mut writer = Client::connect(&app).await;
+    writer.subscribe("join").await;
+    let writes = 300u64;
+    let mut joiner = Client::connect(&app).await;
+    for i in 0..writes {
+        let payload = json!({ "documentId": "join", "delta": { format!("f{i}"): i, "n": i }, "vectorClock": { "client-W": i + 1 }, "messageId": format!("j-{i}") });
+        writer.send(MessageType::Delta, payload).await;
+        if i == writes / 2 {
+            // Join once a third is committed, while the rest is in flight or still to come.
+            writer.ack(&format!("j-{}", writes / 3)).await;
+            joiner.send(MessageType::Subscribe, json!({ "documentId": "join" })).await;
+        }
+    }
+    for i in 0..writes {
+        if i != writes / 3 {
+            writer.ack(&format!("j-{i}")).await;
+        }
+    }
+    let received = joiner.drain(700).await;
+    let start = received.iter().position(|m| m.kind == MessageType::SyncResponse).expect("a sync_response");
+    let mut state = received[start].payload["state"].as_object().unwrap().clone();
+    let n_at_join = state.get("n").and_then(Value::as_u64);
+    let mut n_seen = n_at_join;
+    for m in &received[start + 1..] {
+        if m.kind != MessageType::Delta {
+            continue;
+        }
+        let field = m.payload["field"].as_str().unwrap().to_owned();
+        if field == "n" {
+            let n = m.payload["value"].as_u64().unwrap();
+            assert!(n_seen.is_none_or(|seen| n > seen), "n went from {n_seen:?} back to {n}");
+            n_seen = Some(n);
+        }
+        state.insert(field, m.payload["value"].clone());
+    }
+    let mut expected = serde_json::Map::new();
+    for i in 0..writes {
+        expected.insert(format!("f{i}"), json!(i));
+    }
+    expected.insert("n".into(), json!(writes - 1));
+    println!("joined at n = {n_at_join:?}; {} messages after the sync_response", received.len() - start - 1);
+    assert_eq!(Value::Object(state), Value::Object(expected), "joined at n = {n_at_join:?}");
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // SDK 0.3.0: text-state (Fugue CRDT)
 
