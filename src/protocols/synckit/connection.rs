@@ -254,7 +254,7 @@ impl Connection {
                 }
                 let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
                 let command = Command::Subscribe { peer: self.peer(framing), request_id, client_clock: None };
-                self.to_room(&doc.document_id, command).await;
+                self.send_to_room(&doc.document_id, command).await;
             }
             ClientMessage::SyncRequest(request) => {
                 let document_id = request.document_id;
@@ -267,7 +267,7 @@ impl Connection {
                 let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
                 let command =
                     Command::Subscribe { peer: self.peer(framing), request_id, client_clock: request.vector_clock };
-                self.to_room(&document_id, command).await;
+                self.send_to_room(&document_id, command).await;
             }
             ClientMessage::SyncStep1(step) => {
                 // Nobody sends it, and sync_step2 would reach an SDK as `error` (§1.3): answer
@@ -281,12 +281,10 @@ impl Connection {
                 }
                 let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
                 let command = Command::Subscribe { peer: self.peer(framing), request_id, client_clock: None };
-                self.to_room(&document_id, command).await;
+                self.send_to_room(&document_id, command).await;
             }
-            ClientMessage::Unsubscribe(doc) => {
-                if self.touched.contains(&doc.document_id) {
-                    self.rooms.send_if_open(&doc.document_id, Command::Unsubscribe { conn: self.conn }).await;
-                }
+            ClientMessage::Unsubscribe(doc) if self.touched.contains(&doc.document_id) => {
+                self.rooms.send_if_open(&doc.document_id, Command::Unsubscribe { conn: self.conn }).await;
             }
             ClientMessage::Delta(delta) => {
                 if let Err(error) = policy::validate_document_id(&delta.document_id) {
@@ -309,7 +307,7 @@ impl Connection {
                     text: None,
                     relays: Vec::new(),
                 };
-                self.to_room(&delta.document_id, Command::Write(Box::new(write))).await;
+                self.send_to_room(&delta.document_id, Command::Write(Box::new(write))).await;
             }
             ClientMessage::DeltaBatch(ref batch) => {
                 let document_id = batch.document_id.clone();
@@ -332,7 +330,7 @@ impl Connection {
                     text,
                     relays,
                 };
-                self.to_room(&document_id, Command::Write(Box::new(write))).await;
+                self.send_to_room(&document_id, Command::Write(Box::new(write))).await;
             }
             ClientMessage::AwarenessSubscribe(doc) => {
                 if let Err(error) = policy::validate_document_id(&doc.document_id) {
@@ -341,7 +339,7 @@ impl Connection {
                 if !identity.claims.can_read(&doc.document_id) {
                     return self.error(framing, ErrorMessage::permission_denied(&doc.document_id)).await;
                 }
-                self.to_room(&doc.document_id, Command::AwarenessSubscribe { peer: self.peer(framing) }).await;
+                self.send_to_room(&doc.document_id, Command::AwarenessSubscribe { peer: self.peer(framing) }).await;
             }
             ClientMessage::AwarenessUpdate(update) => {
                 if let Err(error) = policy::validate_document_id(&update.document_id) {
@@ -351,14 +349,14 @@ impl Connection {
                     return self.error(framing, ErrorMessage::permission_denied(&update.document_id)).await;
                 }
                 let document_id = update.document_id.clone();
-                self.to_room(&document_id, Command::AwarenessUpdate { peer: self.peer(framing), update }).await;
+                self.send_to_room(&document_id, Command::AwarenessUpdate { peer: self.peer(framing), update }).await;
             }
             _ => {}
         }
         true
     }
 
-    async fn to_room(&mut self, document_id: &str, command: Command) {
+    async fn send_to_room(&mut self, document_id: &str, command: Command) {
         if !self.touched.contains(document_id) {
             self.touched.insert(document_id.to_owned());
         }

@@ -416,6 +416,9 @@ impl Room {
                     if !writes.is_empty() {
                         self.write(std::mem::take(&mut writes)).await;
                     }
+                    if let Command::Subscribe { client_clock: Some(clock), .. } = &other {
+                        self.merge_clock(clock).await;
+                    }
                     self.command(other);
                 }
             }
@@ -545,6 +548,32 @@ impl Room {
             }
         }
         self.schedule_flush();
+    }
+
+    /// A `sync_request`'s vector clock joins the document clock (§3.2) — stored as a write with no
+    /// fields, so every instance and every restart folds it in, and only when it raises an entry.
+    async fn merge_clock(&mut self, clock: &VectorClock) {
+        if clock.iter().all(|(client, counter)| self.document.clock.get(client).is_some_and(|held| held >= counter)) {
+            return;
+        }
+        let event = DocEvent::Fields(FieldWrites { fields: RawObject::new(), clock: Some(clock.clone()) });
+        let body = event.to_body("sync_request", "server");
+        match self.log.append(&self.key, AppendBatch::AtHead { events: vec![body.clone()] }).await {
+            Ok(appended) => {
+                if let Err(error) = self.catch_up(SeqNum(appended.first_seq.0 - 1)).await {
+                    tracing::error!(document = %self.document_id(), %error, "synckit: catching up failed");
+                }
+                let event = Event {
+                    seq: appended.first_seq,
+                    parent_seq: SeqNum(appended.first_seq.0 - 1),
+                    body,
+                    created_at: appended.created_at,
+                    change_pos: appended.change_pos,
+                };
+                self.follow(&[event], false);
+            }
+            Err(error) => tracing::error!(document = %self.document_id(), %error, "synckit: storing a clock failed"),
+        }
     }
 
     /// Reads and applies the log up to `up_to` (events other instances committed).
