@@ -499,9 +499,10 @@ async fn subscribe(shared: Arc<Shared>, log: EventLog, stop: CancellationToken) 
                                     Some(message) => shared.receive(message.get_payload_bytes()),
                                     None => break "the connection closed".to_owned(),
                                 },
-                                // A silent connection may be a dead one.
+                                // A silent connection may be a dead one. (In subscribed mode PING
+                                // answers ["pong", ""].)
                                 _ = ping.tick() => {
-                                    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<String>()).await {
+                                    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await {
                                         Ok(Ok(_)) => {}
                                         Ok(Err(error)) => break error.to_string(),
                                         Err(_) => break "no answer to PING".to_owned(),

@@ -3,6 +3,7 @@
 mod api;
 mod backup;
 mod cli;
+mod cluster;
 mod deploy;
 mod eventlog;
 mod helpers;
@@ -10,3 +11,4 @@ mod http;
 mod import_d1;
 mod livestore;
 mod livestore_interop;
+mod scale_out;
