@@ -299,8 +299,7 @@ impl V03Client {
                 event
             })
             .collect();
-        let frame =
-            format!(r#"{{"_tag":"WSMessage.PushReq","requestId":"{request}","batch":[{}]}}"#, events.join(","));
+        let frame = format!(r#"{{"_tag":"WSMessage.PushReq","requestId":"{request}","batch":[{}]}}"#, events.join(","));
         self.socket.send(Message::text(frame)).await.ok()?;
         loop {
             let reply = self.next_frame().await?;
@@ -323,12 +322,11 @@ impl V03Client {
         }
     }
 
-    /// The next JSON frame; `None` once the connection is gone. Panics after 20 s of silence.
+    /// The next JSON frame; `None` once the connection is gone. Panics after 60 s of silence.
     async fn next_frame(&mut self) -> Option<Value> {
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(20), self.socket.next())
-                .await
-                .expect("a frame within 20 s");
+            let next =
+                tokio::time::timeout(Duration::from_secs(60), self.socket.next()).await.expect("a frame within 60 s");
             match next {
                 Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,

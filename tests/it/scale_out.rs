@@ -73,10 +73,38 @@ fn last_seq(received: &Shared) -> u64 {
     received.lock().unwrap().seqs.last().copied().unwrap_or(0)
 }
 
-/// Waits until every subscriber got up to `seq`.
-async fn all_reached(subscribers: &[(&str, Shared)], seq: u64) {
-    for (name, received) in subscribers {
-        eventually(PATIENCE, &format!("{name} to receive up to {seq}"), || async { last_seq(received) >= seq }).await;
+/// A live subscriber the test watches: which store, a name for messages, what it got.
+struct Watched {
+    store: String,
+    name: String,
+    received: Shared,
+}
+
+impl Watched {
+    fn new(store: &str, name: impl Into<String>, received: Shared) -> Watched {
+        Watched { store: store.to_owned(), name: name.into(), received }
+    }
+}
+
+/// Waits until every watched subscriber got up to `seq_of(its store)`.
+async fn all_reached(watched: &[Watched], seq_of: impl Fn(&str) -> u64) {
+    for w in watched {
+        let seq = seq_of(&w.store);
+        eventually(PATIENCE, &format!("{} to receive up to {seq}", w.name), || async { last_seq(&w.received) >= seq })
+            .await;
+    }
+}
+
+/// Asserts that every watched subscriber got exactly 1..=`last_of(its store)`, in order.
+async fn all_exactly(watched: &[Watched], last_of: impl Fn(&str) -> u64) {
+    all_reached(watched, &last_of).await;
+    // Anything arriving late would be a duplicate.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for w in watched {
+        let last = last_of(&w.store);
+        let seqs = &w.received.lock().unwrap().seqs;
+        assert_eq!(seqs.len() as u64, last, "{}: {} events for 1..={last}", w.name, seqs.len());
+        assert!(seqs.iter().copied().eq(1..=last), "{}: not exactly 1..={last} in order: {seqs:?}", w.name);
     }
 }
 
@@ -151,12 +179,6 @@ async fn stored(instance: &Instance, store: &str) -> Vec<(u64, String)> {
         .iter()
         .map(|e| (e["seq"].as_u64().unwrap(), e["client_id"].as_str().unwrap().to_owned()))
         .collect()
-}
-
-fn assert_exactly(name: &str, received: &Shared, last: u64) {
-    let seqs = &received.lock().unwrap().seqs;
-    assert_eq!(seqs.len() as u64, last, "{name}: {} events for 1..={last}", seqs.len());
-    assert!(seqs.iter().copied().eq(1..=last), "{name}: not exactly 1..={last} in order: {seqs:?}");
 }
 
 async fn npm_installed(dir: &str) {
@@ -239,24 +261,46 @@ async fn concurrent_appends_through_two_instances_accept_exactly_one() {
     b.stop().await;
 }
 
-/// Redis dies in the middle of a stream of appends through both instances and comes back.
-/// Throughout, every subscriber on either instance (0.3 live pulls and the SSE event API) gets
-/// every event exactly once and in order; during the outage the instances report not ready and
-/// deliver each other's writes from the change log; afterwards they are ready and back on Redis.
+/// Redis dies in the middle of two streams of appends, one through each instance, and comes
+/// back. Throughout, every subscriber on either instance (0.3 live pulls and the SSE event API)
+/// gets every event exactly once and in order; during the outage the instances report not ready
+/// and deliver each other's writes from the change log; afterwards they are ready and back on
+/// Redis. Each store is written through one instance only, so that a subscriber on the other one
+/// cannot learn of a write from a local one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_in_the_middle_of_a_stream_loses_and_repeats_nothing() {
     let mut redis = RedisServer::start().await;
     let (_db, a, b) = two_instances(&redis).await;
-    let store = format!("stream-{}", junction::eventlog::new_backend_id());
-    let (on_a, _a_task) = subscribe(&store, a.addr, None);
-    let (on_b, _b_task) = subscribe(&store, b.addr, None);
-    let mut writer = Writer::start(&store, &[a.addr, b.addr], None);
-    writer.reach(1).await;
-    let (sse_on_b, _sse_task) = follow_sse(&b, &store);
-    let subscribers = [("0.3 pull on A", on_a.clone()), ("0.3 pull on B", on_b.clone()), ("SSE on B", sse_on_b.clone())];
+    let run = junction::eventlog::new_backend_id();
+    let (via_a, via_b) = (format!("via-a-{run}"), format!("via-b-{run}"));
+    let mut watched = Vec::new();
+    for (store, instance, name) in [(&via_a, &a, "A"), (&via_a, &b, "B"), (&via_b, &a, "A"), (&via_b, &b, "B")] {
+        let (received, _) = subscribe(store, instance.addr, None);
+        watched.push(Watched::new(store, format!("0.3 pull of {store} on {name}"), received));
+    }
+    let mut writers = [Writer::start(&via_a, &[a.addr], None), Writer::start(&via_b, &[b.addr], None)];
+    for writer in &mut writers {
+        writer.reach(1).await;
+    }
+    for (store, instance) in [(&via_a, &b), (&via_b, &a)] {
+        let (received, _) = follow_sse(instance, store);
+        watched.push(Watched::new(store, format!("SSE of {store} on the other instance"), received));
+    }
+    // Per store: the seq its writer has reached (plus `more`), once it has.
+    let advance = async |writers: &mut [Writer; 2], more: u64| {
+        let targets = [writers[0].acked() + more, writers[1].acked() + more];
+        for (writer, seq) in writers.iter_mut().zip(targets) {
+            writer.reach(seq).await;
+        }
+        targets
+    };
+    let of = |targets: [u64; 2]| {
+        let via_a = via_a.clone();
+        move |store: &str| if store == via_a { targets[0] } else { targets[1] }
+    };
 
-    writer.reach(40).await;
-    all_reached(&subscribers, 40).await;
+    let before = advance(&mut writers, 40).await;
+    all_reached(&watched, of(before)).await;
     let received_before = b.metric("fanout_messages_received").await;
     assert!(received_before > 0, "before the outage the events cross through Redis");
 
@@ -266,25 +310,22 @@ async fn redis_restart_in_the_middle_of_a_stream_loses_and_repeats_nothing() {
     let (_, body) = b.readiness().await;
     assert_eq!(body["failing"], serde_json::json!(["redis"]), "{body}");
     // Writes go on, and reach the other instance's subscribers while Redis is still down.
-    let outage_start = writer.acked();
-    writer.reach(outage_start + 40).await;
-    all_reached(&subscribers, outage_start + 40).await;
+    let during = advance(&mut writers, 40).await;
+    all_reached(&watched, of(during)).await;
     assert_eq!(b.readiness().await.0, 503, "redis is still down");
 
     redis.restart().await;
     a.await_readiness(true).await;
     b.await_readiness(true).await;
-    let back = writer.acked();
-    writer.reach(back + 40).await;
-    let last = writer.finish().await;
-    all_reached(&subscribers, last).await;
-    // Anything late would be a duplicate.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for (name, received) in &subscribers {
-        assert_exactly(name, received, last);
-    }
+    advance(&mut writers, 40).await;
+    let [writer_a, writer_b] = writers;
+    let last = [writer_a.finish().await, writer_b.finish().await];
+    all_exactly(&watched, of(last)).await;
     for instance in [&a, &b] {
-        assert!(instance.metric("fanout_recovered_from_change_log").await > 0, "the outage was covered by the change log");
+        assert!(
+            instance.metric("fanout_recovered_from_change_log").await > 0,
+            "the outage was covered by the change log"
+        );
         let log = instance.log_text();
         assert!(log.contains("polling the change log"), "the outage is logged:\n{log}");
         assert!(log.contains("subscribed again"), "the recovery is logged:\n{log}");
@@ -356,19 +397,18 @@ async fn kill_9_of_an_instance_while_clients_write_through_the_other() {
         }
     });
 
-    let mut subscribers = Vec::new();
+    let mut watched = Vec::new();
     for i in 0..3 {
         let (received, _) = subscribe(&store, a.addr, Some(b.addr));
-        subscribers.push((format!("0.3 pull {i} on A"), received));
+        watched.push(Watched::new(&store, format!("0.3 pull {i} on A"), received));
     }
     let (on_b, _) = subscribe(&store, b.addr, None);
-    subscribers.push(("0.3 pull on B".to_owned(), on_b));
+    watched.push(Watched::new(&store, "0.3 pull on B", on_b));
     let mut writer = Writer::start(&store, &[b.addr], Some(TOTAL));
     let side_writer = Writer::start(&side_store, &[a.addr], None);
 
     writer.reach(60).await;
-    let named: Vec<(&str, Shared)> = subscribers.iter().map(|(n, r)| (n.as_str(), r.clone())).collect();
-    all_reached(&named, 60).await;
+    all_reached(&watched, |_| 60).await;
     a.kill9().await;
     relay.route_to(b.addr);
 
@@ -376,23 +416,23 @@ async fn kill_9_of_an_instance_while_clients_write_through_the_other() {
     let side_acked = tokio::time::timeout(PATIENCE, side_writer.task).await.expect("the side writer ends").unwrap();
     assert!(side_acked > 0);
     writer.reach(TOTAL).await;
-    all_reached(&named, TOTAL).await;
-    let status = tokio::time::timeout(Duration::from_secs(90), follower.wait()).await.expect("the follower ends").unwrap();
+    all_exactly(&watched, |_| TOTAL).await;
+    for w in &watched[..3] {
+        assert_eq!(w.received.lock().unwrap().reconnects, 1, "{} moved to B once", w.name);
+    }
+    let status =
+        tokio::time::timeout(Duration::from_secs(90), follower.wait()).await.expect("the follower ends").unwrap();
     follower_out.await.unwrap();
     let follower_log = follower_seen.lock().unwrap().join("\n");
     let mut stderr = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).await.unwrap();
     assert!(status.success(), "follow.mjs failed:\n{follower_log}\n{stderr}");
-    assert!(follower_log.contains("pulling again from the cursor"), "the 0.4 client lost A and came back:\n{follower_log}");
+    assert!(
+        follower_log.contains("pulling again from the cursor"),
+        "the 0.4 client lost A and came back:\n{follower_log}"
+    );
     assert!(follower_log.contains(&format!("done: 1..{TOTAL} exactly once and in order")), "{follower_log}");
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for (name, received) in &subscribers {
-        assert_exactly(name, received, TOTAL);
-    }
-    for (name, received) in &subscribers[..3] {
-        assert_eq!(received.lock().unwrap().reconnects, 1, "{name} moved to B once");
-    }
     // Every acknowledged push through A is stored; at most the one in flight when A died is more.
     let side: Vec<u64> = stored(&b, &side_store).await.into_iter().map(|(seq, _)| seq).collect();
     assert!(side.len() as u64 >= side_acked && side.len() as u64 <= side_acked + 1, "{side_acked} acked, {side:?}");
