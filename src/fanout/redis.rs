@@ -36,8 +36,10 @@
 //! committing transaction on one global queue lock; and the change log already says exactly what
 //! is missing, on SQLite as well. The check while healthy costs one single-row read per second.
 //!
-//! Not covered: a store reset while Redis is down reaches the other instances' subscribers only
-//! with the next append to that store (the change log does not record resets).
+//! Resets leave no trace in the change log, so the publisher holds back the resets it could not
+//! publish and sends them first once Redis answers again. Only if the resetting instance dies
+//! before that do the other instances' subscribers learn of the reset later, at the next append
+//! to that store (whose backend id differs from theirs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,8 @@ const FILL_PAGE: u32 = 1000;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Most resets held back while Redis is unreachable.
+const HELD_RESETS_MAX: usize = 10_000;
 /// How long shutdown waits for the publisher to send what is queued.
 const FLUSH_GRACE: Duration = Duration::from_secs(5);
 
@@ -394,6 +398,8 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, stop:
     let mut connection: Option<MultiplexedConnection> = None;
     let mut retry = Retry::new();
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    // Resets not published yet: unlike batches, nothing else would tell the other instances.
+    let mut held_resets: Vec<Outgoing> = Vec::new();
     loop {
         // Once stopping, take nothing new but publish what is queued.
         if stop.is_cancelled() && !queue.is_closed() {
@@ -406,20 +412,23 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, stop:
                 }
             }
             _ = stop.cancelled(), if !queue.is_closed() => continue,
-            // Reconnect while idle too, so that readiness recovers without waiting for a write.
-            _ = tokio::time::sleep_until(retry.next), if connection.is_none() && shared.publisher_failing() => {
-                connection = connect_publisher(&shared, &mut retry).await;
-                continue;
-            }
+            // Reconnect while idle too, so that readiness recovers (and held resets go out)
+            // without waiting for a write.
+            _ = tokio::time::sleep_until(retry.next), if connection.is_none() && shared.publisher_failing() => {}
         }
         if connection.is_none() && Instant::now() >= retry.next {
             connection = connect_publisher(&shared, &mut retry).await;
         }
         let Some(redis) = connection.as_mut() else {
+            hold_resets(&mut held_resets, &batch);
             shared.metrics.fanout_dropped(batch.len());
             batch.clear();
             continue;
         };
+        batch.splice(0..0, held_resets.drain(..));
+        if batch.is_empty() {
+            continue;
+        }
         let frames = wire::encode(shared.instance, &batch, limits);
         let mut pipeline = redis::pipe();
         for frame in &frames {
@@ -431,6 +440,7 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, stop:
                 shared.publish_succeeded();
             }
             Err(error) => {
+                hold_resets(&mut held_resets, &batch);
                 shared.metrics.fanout_dropped(batch.len());
                 shared.publish_failed(error.to_string());
                 connection = None;
@@ -438,6 +448,21 @@ async fn publish(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, stop:
             }
         }
         batch.clear();
+    }
+}
+
+/// Keeps the resets of an unpublished batch (up to `HELD_RESETS_MAX`) for the next publish.
+fn hold_resets(held: &mut Vec<Outgoing>, unpublished: &[Outgoing]) {
+    for message in unpublished {
+        if let Outgoing::Live(live) = message
+            && matches!(**live, LiveMessage::Reset { .. })
+        {
+            if held.len() >= HELD_RESETS_MAX {
+                tracing::warn!("redis fan-out: too many unpublished resets; dropping one");
+                continue;
+            }
+            held.push(message.clone());
+        }
     }
 }
 

@@ -548,3 +548,24 @@ async fn next_seqs(subscription: &mut junction::eventlog::Subscription) -> Vec<u
     let events = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("events").unwrap();
     events.iter().map(|e| e.seq.0).collect()
 }
+
+/// A reset made while Redis is down is held back and published when Redis returns: the other
+/// instance's subscribers of the store end with `Reset` even though nothing is appended after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_made_while_redis_is_down_reaches_the_other_instance_when_it_is_back() {
+    let mut redis = RedisServer::start().await;
+    let (a, b) = two_apps(&redis, |_| {}).await;
+    let store = key("reset-in-outage");
+    a.log.append(&store, checked(0, &[1])).await.unwrap();
+    let mut subscription = b.log.subscribe(&store, SeqNum::ROOT).await.unwrap();
+    assert_eq!(next_seqs(&mut subscription).await, [1]);
+
+    redis.kill().await;
+    eventually(PATIENCE, "A to notice that Redis is gone", || async { a.log.fanout().problem().is_some() }).await;
+    a.log.reset(&store).await.unwrap();
+    redis.restart().await;
+    let ended = tokio::time::timeout(PATIENCE, subscription.next()).await.expect("the subscription ends");
+    assert!(matches!(ended, Err(junction::eventlog::SubscriptionEnded::Reset)), "{ended:?}");
+    a.stop().await;
+    b.stop().await;
+}
