@@ -26,7 +26,7 @@
 mod ephemeral;
 mod redis;
 mod watermark;
-pub mod wire;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +40,6 @@ use crate::metrics::Metrics;
 
 pub use ephemeral::{EphemeralFeed, Missed};
 pub use redis::{RedisFanOut, RedisOptions};
-pub use watermark::ChangeWatermark;
 
 /// What travels from a committing instance to the subscribers of a store.
 #[derive(Debug, Clone, PartialEq)]

@@ -53,8 +53,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::watermark::ChangeWatermark;
 use super::wire::{self, Incoming, InstanceId, Outgoing};
-use super::{ChangeWatermark, EphemeralFeed, FanOut, Hub, LiveMessage};
+use super::{EphemeralFeed, FanOut, Hub, LiveMessage};
 use crate::config::RedisConfig;
 use crate::eventlog::{ChangePos, EventLog, EventLogError, SeqNum, StoreId};
 use crate::metrics::Metrics;
@@ -152,10 +153,6 @@ impl RedisFanOut {
             receivers: Mutex::new(Vec::new()),
             publisher: Mutex::new(None),
         })
-    }
-
-    pub fn instance(&self) -> InstanceId {
-        self.shared.instance
     }
 
     /// Starts publishing, subscribing and watching the change log of `log`. Returns once the

@@ -35,7 +35,8 @@ impl ChangeWatermark {
         true
     }
 
-    pub fn has_seen(&self, position: ChangePos) -> bool {
+    #[cfg(test)]
+    fn has_seen(&self, position: ChangePos) -> bool {
         position.0 <= self.complete || self.beyond.contains(&position.0)
     }
 
@@ -55,8 +56,9 @@ impl ChangeWatermark {
         self.absorb();
     }
 
-    /// Positions seen beyond the complete prefix (how far out of order the fan-out runs).
-    pub fn pending(&self) -> usize {
+    /// Positions seen beyond the complete prefix.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.beyond.len()
     }
 
