@@ -3,6 +3,7 @@
 mod api;
 mod backup;
 mod cli;
+mod cluster;
 mod deploy;
 mod eventlog;
 mod helpers;
@@ -10,5 +11,6 @@ mod http;
 mod import_d1;
 mod livestore;
 mod livestore_interop;
+mod scale_out;
 mod synckit;
 mod synckit_interop;
