@@ -58,6 +58,18 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every Redis key and channel Junction uses.
     pub channel_prefix: String,
+    /// Batches up to this many bytes travel through Redis with their events; larger ones as a
+    /// notice, and the other instances read them from the database.
+    pub inline_max_bytes: usize,
+    /// Messages waiting to be published; beyond this they are dropped (the other instances then
+    /// find the batches in the change log).
+    pub publish_queue: usize,
+    /// While Redis is unreachable, how often (ms) each instance polls the change log for what the
+    /// others committed.
+    pub poll_interval_ms: u64,
+    /// While Redis works, how often (ms) each instance checks the change log for batches Redis did
+    /// not bring (an instance that died between its commit and its publish).
+    pub check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +188,14 @@ impl Default for StoreConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: String::new(), channel_prefix: "junction".into() }
+        RedisConfig {
+            url: String::new(),
+            channel_prefix: "junction".into(),
+            inline_max_bytes: 64 * 1024,
+            publish_queue: 65_536,
+            poll_interval_ms: 200,
+            check_interval_ms: 1_000,
+        }
     }
 }
 
@@ -265,6 +284,15 @@ impl Config {
             && !self.redis.url.starts_with("rediss://")
         {
             return invalid("redis.url", "must be empty or start with redis:// or rediss://");
+        }
+        if self.redis.publish_queue == 0 {
+            return invalid("redis.publish_queue", "must be at least 1");
+        }
+        if self.redis.poll_interval_ms == 0 {
+            return invalid("redis.poll_interval_ms", "must be at least 1");
+        }
+        if self.redis.check_interval_ms == 0 {
+            return invalid("redis.check_interval_ms", "must be at least 1");
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections", "must be at least 1");

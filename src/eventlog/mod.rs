@@ -244,6 +244,22 @@ impl EventLog {
         Ok(self.inner.backend.read_changes(after, limit).await?)
     }
 
+    /// The last change-log position handed out: every committed batch is at or before it.
+    pub async fn change_log_head(&self) -> Result<ChangePos, EventLogError> {
+        Ok(self.inner.backend.change_log_head().await?)
+    }
+
+    /// Up to `limit` change-log entries with `after` < position ≤ `up_to`, in order, with the
+    /// store ids and backend ids that subscriptions work with (for the fan-out's gap filling).
+    pub async fn read_change_marks(
+        &self,
+        after: ChangePos,
+        up_to: ChangePos,
+        limit: u32,
+    ) -> Result<Vec<ChangeMark>, EventLogError> {
+        Ok(self.inner.backend.read_change_marks(after, up_to, limit).await?)
+    }
+
     /// Removes every event of the store and gives it a new backend id. Live subscribers of the
     /// store end with [`SubscriptionEnded::Reset`].
     pub async fn reset(&self, key: &StoreKey) -> Result<StoreInfo, EventLogError> {

@@ -22,7 +22,8 @@ use crate::config::StoreConfig;
 use sqlx::Row;
 
 use crate::eventlog::{
-    AppendBatch, Change, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo, StoreKey,
+    AppendBatch, Change, ChangeMark, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo,
+    StoreKey,
 };
 
 pub use postgres::PostgresStore;
@@ -95,6 +96,21 @@ impl Backend {
     /// Up to `limit` entries of the sequenced change log after `after`, in order.
     pub async fn read_changes(&self, after: ChangePos, limit: u32) -> StoreResult<Vec<Change>> {
         dispatch!(self, store => store.read_changes(after, limit).await)
+    }
+
+    /// The last change-log position handed out.
+    pub async fn change_log_head(&self) -> StoreResult<ChangePos> {
+        dispatch!(self, store => store.change_log_head().await)
+    }
+
+    /// Up to `limit` change-log entries with `after` < position ≤ `up_to`, in order.
+    pub async fn read_change_marks(
+        &self,
+        after: ChangePos,
+        up_to: ChangePos,
+        limit: u32,
+    ) -> StoreResult<Vec<ChangeMark>> {
+        dispatch!(self, store => store.read_change_marks(after, up_to, limit).await)
     }
 
     /// Commits a group of appends in one transaction. Requests for the same store are applied in
@@ -349,6 +365,19 @@ pub(crate) fn change_from_row<R: StoreRow>(row: &R) -> StoreResult<Change> {
         last_seq: SeqNum(last_seq as u64),
         event_count: event_count as u64,
         created_at: row.text("created_at")?,
+    })
+}
+
+/// Reads a change-log row joined with its store's backend id.
+pub(crate) fn change_mark_from_row<R: StoreRow>(row: &R) -> StoreResult<ChangeMark> {
+    let position = row.int("position")?;
+    let store = row.int("store_id")?;
+    let last_seq = row.int("last_seq")?;
+    Ok(ChangeMark {
+        position: ChangePos(position as u64),
+        store: StoreId(store),
+        backend_id: row.text("backend_id")?.into(),
+        last_seq: SeqNum(last_seq as u64),
     })
 }
 
