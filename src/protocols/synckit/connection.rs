@@ -19,7 +19,7 @@ use super::message::{
 };
 use super::policy::{self, close};
 use super::raw::{Json, RawObject, VectorClock};
-use super::room::{Command, Peer, Rooms, Write, encode, fresh_id};
+use super::room::{Command, Peer, Rooms, Write, encode, fresh_id, instance_tag};
 use crate::auth::Claims;
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
@@ -60,12 +60,6 @@ pub enum Start {
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
-/// Identifies this process in session ids, so that sessions of two instances never collide.
-fn instance_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
-}
 
 pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Start) {
     let (outbox, mut incoming, writer) = socket::split(socket, state.config.limits.subscriber_queue.max(16));
@@ -401,7 +395,9 @@ impl Connection {
 
     async fn leave_rooms(&mut self) {
         for document_id in std::mem::take(&mut self.touched) {
-            self.rooms.send_if_open(&document_id, Command::Leave { conn: self.conn }).await;
+            self.rooms
+                .send_if_open(&document_id, Command::Leave { conn: self.conn, session: self.session.clone() })
+                .await;
         }
     }
 }

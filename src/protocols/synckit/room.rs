@@ -28,7 +28,9 @@ use super::message::{
 };
 use super::raw::{Json, RawObject, VectorClock};
 use crate::eventlog::{AppendBatch, Event, EventLog, Protocol, SeqNum, Snapshot, StoreKey, Subscription};
+use crate::fanout::EphemeralFeed;
 use crate::protocols::socket::{Offered, Outbox};
+use serde::{Deserialize, Serialize};
 
 /// How long an unused room stays open (a reconnecting client finds it warm).
 pub const IDLE_CLOSE: Duration = Duration::from_secs(30);
@@ -146,6 +148,7 @@ pub enum Command {
     /// The connection closed.
     Leave {
         conn: u64,
+        session: Arc<str>,
     },
 }
 
@@ -282,7 +285,38 @@ struct Presence {
     state: Json,
     clock: u64,
     updated: Instant,
-    owner: u64,
+    /// The session of the connection that published it (on whichever instance).
+    owner: Arc<str>,
+}
+
+/// What rooms of one document say to each other, on every instance, through the fan-out's
+/// ephemeral topic `synckit:awareness:<documentId>` (presence is never stored).
+// Externally tagged: an internally tagged enum buffers its content, and the raw JSON of a
+// presence state cannot be read back from such a buffer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PresenceNews {
+    /// A client's presence changed (`state: null`: it left), published by `session`.
+    Update { session: String, update: AwarenessUpdate },
+    /// A room opened on `origin` and knows nobody yet: owners, announce yourselves again.
+    Hello { origin: String },
+}
+
+async fn next_news(feed: &mut Option<EphemeralFeed>) -> Result<bytes::Bytes, crate::fanout::Missed> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Identifies this process in session ids, so that sessions of two instances never collide.
+pub fn instance_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
+}
+
+fn awareness_topic(document_id: &str) -> String {
+    format!("synckit:awareness:{document_id}")
 }
 
 struct Room {
@@ -297,6 +331,11 @@ struct Room {
     subscribers: HashMap<u64, Peer>,
     awareness_peers: HashMap<u64, Peer>,
     presence: HashMap<String, Presence>,
+    /// Presence news from every instance, this one included; followed from the first awareness
+    /// message on (a document nobody shows presence on costs no topic).
+    news: Option<EphemeralFeed>,
+    /// Whether this room has asked the other instances for their presence yet.
+    greeted: bool,
     /// Fields written since the last flush, with the value to broadcast (last wins).
     pending: RawObject,
     flush_at: Option<Instant>,
@@ -340,6 +379,8 @@ impl Room {
             subscribers: HashMap::new(),
             awareness_peers: HashMap::new(),
             presence: HashMap::new(),
+            news: None,
+            greeted: false,
             pending: RawObject::new(),
             flush_at: None,
             policy: FlushPolicy::new(settings.batch_window),
@@ -384,6 +425,10 @@ impl Room {
                 },
                 _ = sleep_until(flush_at), if self.flush_at.is_some() => self.flush(),
                 _ = sweep.tick(), if !self.presence.is_empty() => self.expire_presence(),
+                news = next_news(&mut self.news) => match news {
+                    Ok(payload) => self.presence_news(&payload),
+                    Err(missed) => tracing::debug!(document = %self.document_id(), %missed, "synckit: presence news lost"),
+                },
                 _ = sleep_until(idle_at), if self.idle_since.is_some() => {
                     if self.is_idle() {
                         return;
@@ -448,6 +493,7 @@ impl Room {
                 self.subscribers.remove(&conn);
             }
             Command::AwarenessSubscribe { peer } => {
+                self.follow_presence();
                 let states = self
                     .presence
                     .iter()
@@ -460,32 +506,31 @@ impl Room {
                 let state = AwarenessState { document_id: self.document_id().to_owned(), states };
                 peer.reply(&ServerMessage::AwarenessState(state));
                 self.awareness_peers.insert(peer.conn, peer);
+                if !self.greeted {
+                    // Presence published on other instances before this room opened arrives as
+                    // updates once their owners announce it again.
+                    self.greeted = true;
+                    self.publish(&PresenceNews::Hello { origin: instance_tag().to_owned() });
+                }
             }
             Command::AwarenessUpdate { peer, update } => {
-                match &update.state {
-                    Some(state) if !state.is_null() => {
-                        let presence = Presence {
-                            state: state.clone(),
-                            clock: update.clock,
-                            updated: Instant::now(),
-                            owner: peer.conn,
-                        };
-                        self.presence.insert(update.client_id.clone(), presence);
-                    }
-                    _ => {
-                        self.presence.remove(&update.client_id);
-                    }
-                }
-                self.broadcast_awareness(update);
+                // Applied when it comes back through the fan-out, like everybody else's.
+                self.follow_presence();
+                self.publish(&PresenceNews::Update { session: peer.session.to_string(), update });
             }
-            Command::Leave { conn } => {
+            Command::Leave { conn, session } => {
                 self.subscribers.remove(&conn);
                 self.awareness_peers.remove(&conn);
                 let gone: Vec<String> =
-                    self.presence.iter().filter(|(_, p)| p.owner == conn).map(|(id, _)| id.clone()).collect();
+                    self.presence.iter().filter(|(_, p)| p.owner == session).map(|(id, _)| id.clone()).collect();
                 for client_id in gone {
-                    self.presence.remove(&client_id);
-                    self.broadcast_leave(client_id);
+                    let leave = AwarenessUpdate {
+                        document_id: self.document_id().to_owned(),
+                        client_id,
+                        state: None,
+                        clock: u64::try_from(now_ms()).unwrap_or(0),
+                    };
+                    self.publish(&PresenceNews::Update { session: session.to_string(), update: leave });
                 }
             }
             Command::Write(_) => unreachable!("writes are grouped by handle"),
@@ -661,6 +706,67 @@ impl Room {
         }
     }
 
+    fn follow_presence(&mut self) {
+        if self.news.is_none() {
+            self.news = Some(self.log.fanout().subscribe_ephemeral(&awareness_topic(self.document_id())));
+        }
+    }
+
+    fn publish(&self, news: &PresenceNews) {
+        let payload = serde_json::to_vec(news).expect("presence news serializes");
+        self.log.fanout().publish_ephemeral(&awareness_topic(self.document_id()), payload.into());
+    }
+
+    /// Presence news from any instance (this one included).
+    fn presence_news(&mut self, payload: &[u8]) {
+        let news = match serde_json::from_slice::<PresenceNews>(payload) {
+            Ok(news) => news,
+            Err(error) => {
+                tracing::warn!(document = %self.document_id(), %error, "synckit: unreadable presence news");
+                return;
+            }
+        };
+        match news {
+            PresenceNews::Update { session, update } => {
+                match &update.state {
+                    Some(state) if !state.is_null() => {
+                        let presence = Presence {
+                            state: state.clone(),
+                            clock: update.clock,
+                            updated: Instant::now(),
+                            owner: session.into(),
+                        };
+                        self.presence.insert(update.client_id.clone(), presence);
+                    }
+                    _ => {
+                        self.presence.remove(&update.client_id);
+                    }
+                }
+                self.broadcast_awareness(update);
+            }
+            PresenceNews::Hello { origin } if origin != instance_tag() => {
+                let mine: Vec<PresenceNews> = self
+                    .presence
+                    .iter()
+                    .filter(|(_, p)| p.owner.starts_with(instance_tag()))
+                    .map(|(client_id, p)| PresenceNews::Update {
+                        session: p.owner.to_string(),
+                        update: AwarenessUpdate {
+                            document_id: self.document_id().to_owned(),
+                            client_id: client_id.clone(),
+                            state: Some(p.state.clone()),
+                            clock: p.clock,
+                        },
+                    })
+                    .collect();
+                for news in &mine {
+                    self.publish(news);
+                }
+            }
+            PresenceNews::Hello { .. } => {}
+        }
+    }
+
     fn broadcast_awareness(&self, update: AwarenessUpdate) {
         let mut shared = Shared::new(ServerMessage::AwarenessUpdate(update));
         for peer in self.awareness_peers.values() {
@@ -757,4 +863,32 @@ fn text_relay_op(document_id: &str, merged: &str, event: &Event) -> RawObject {
     op.insert("clientId", Json::string(&event.body.client_id).0);
     op.insert("timestamp", Json::i64(clock.unwrap_or(0)).0);
     op
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_news_round_trips_with_raw_states() {
+        let update = AwarenessUpdate {
+            document_id: "doc-1".into(),
+            client_id: "client-A".into(),
+            state: Some(Json::parse(r#"{"user":{"name":"A"},"cursor":[1,2]}"#).unwrap()),
+            clock: 3,
+        };
+        let news = PresenceNews::Update { session: "abc-conn-1".into(), update: update.clone() };
+        let bytes = serde_json::to_vec(&news).unwrap();
+        match serde_json::from_slice::<PresenceNews>(&bytes).unwrap() {
+            PresenceNews::Update { session, update: back } => {
+                assert_eq!(session, "abc-conn-1");
+                assert_eq!(back, update);
+            }
+            other => panic!("{other:?}"),
+        }
+        let leave =
+            PresenceNews::Update { session: "abc-conn-1".into(), update: AwarenessUpdate { state: None, ..update } };
+        let back: PresenceNews = serde_json::from_slice(&serde_json::to_vec(&leave).unwrap()).unwrap();
+        assert!(matches!(back, PresenceNews::Update { update: AwarenessUpdate { state: None, .. }, .. }));
+    }
 }
