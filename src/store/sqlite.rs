@@ -15,7 +15,9 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::{
-    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide,
+    event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order,
+    to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{

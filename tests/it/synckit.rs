@@ -1513,3 +1513,107 @@ async fn auth_verify_and_me() {
     assert!(response.status().is_client_error(), "no /auth/login: {}", response.status());
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Across instances: two servers on one Postgres, fanned out through one Redis.
+
+async fn two_instances(redis: &crate::cluster::RedisServer) -> (TestApp, TestApp) {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let mut config = test_config(&db);
+    config.redis.url = redis.url();
+    let a = spawn_app_with(config.clone(), db.clone()).await;
+    let b = spawn_app_with(config, db).await;
+    for app in [&a, &b] {
+        crate::cluster::eventually(Duration::from_secs(30), "the fan-out to subscribe", || async {
+            app.log.fanout().problem().is_none()
+        })
+        .await;
+    }
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_presence_reach_clients_of_another_instance() {
+    let redis = crate::cluster::RedisServer::start().await;
+    let (app_a, app_b) = two_instances(&redis).await;
+    let mut on_a = Client::connect(&app_a).await;
+    let mut on_b = Client::connect(&app_b).await;
+    on_a.subscribe("doc-x").await;
+    on_b.subscribe("doc-x").await;
+
+    on_b.sdk_set("doc-x", "title", json!("from b"), json!({ "client-B": 1 }), "m-b1").await;
+    on_b.ack("m-b1").await;
+    let seen_on_a = on_a.delta("doc-x", "title").await;
+    let echo_on_b = on_b.delta("doc-x", "title").await;
+    assert_eq!(seen_on_a["value"], "from b");
+    assert_eq!(seen_on_a["clock"], echo_on_b["clock"], "both instances fold the same log to the same clock");
+    assert!(clock_max(&seen_on_a["clock"]) > 1);
+
+    // Presence published on B before any room for the document exists on A reaches a client
+    // that asks A later (B's owner announces it again), and then live updates flow both ways.
+    let mut presence_b = Client::connect(&app_b).await;
+    presence_b.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:cross" })).await;
+    presence_b.expect(MessageType::AwarenessState).await;
+    let here = json!({ "documentId": "room:cross", "clientId": "client-B", "state": { "user": "B" }, "clock": 1 });
+    presence_b.send(MessageType::AwarenessUpdate, here).await;
+    presence_b.expect(MessageType::AwarenessUpdate).await;
+
+    let mut presence_a = Client::connect(&app_a).await;
+    presence_a.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:cross" })).await;
+    let state = presence_a.expect(MessageType::AwarenessState).await;
+    let known = state["states"].as_array().unwrap().iter().any(|s| s["clientId"] == "client-B");
+    if !known {
+        let update = presence_a.expect(MessageType::AwarenessUpdate).await;
+        assert_eq!(update["clientId"], "client-B");
+        assert_eq!(update["state"], json!({ "user": "B" }));
+    }
+    let mine = json!({ "documentId": "room:cross", "clientId": "client-A", "state": { "user": "A" }, "clock": 1 });
+    presence_a.send(MessageType::AwarenessUpdate, mine).await;
+    let got = presence_b
+        .take("client-A's presence", |m| m.kind == MessageType::AwarenessUpdate && m.payload["clientId"] == "client-A")
+        .await;
+    assert_eq!(got.payload["state"], json!({ "user": "A" }));
+
+    // B's connection closes: its presence leaves on A too.
+    drop(presence_b);
+    let left = presence_a
+        .take("client-B's leave", |m| m.kind == MessageType::AwarenessUpdate && m.payload["clientId"] == "client-B")
+        .await;
+    assert_eq!(left.payload["state"], Value::Null);
+    app_a.stop().await;
+    app_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_two_instances_converge() {
+    let redis = crate::cluster::RedisServer::start().await;
+    let (app_a, app_b) = two_instances(&redis).await;
+    let mut on_a = Client::connect(&app_a).await;
+    let mut on_b = Client::connect(&app_b).await;
+    on_a.subscribe("doc-race").await;
+    on_b.subscribe("doc-race").await;
+    for i in 0..40u64 {
+        on_a.sdk_set("doc-race", "f", json!(format!("a{i}")), json!({ "client-A": i + 1 }), &format!("a{i}")).await;
+        on_b.sdk_set("doc-race", "f", json!(format!("b{i}")), json!({ "client-B": i + 1 }), &format!("b{i}")).await;
+    }
+    for i in 0..40u64 {
+        on_a.ack(&format!("a{i}")).await;
+        on_b.ack(&format!("b{i}")).await;
+    }
+    // What each client ends with: the value of the delta with the largest clock it received.
+    let last = |received: Vec<Received>| {
+        received
+            .into_iter()
+            .filter(|m| m.kind == MessageType::Delta && m.payload["field"] == "f")
+            .max_by_key(|m| clock_max(&m.payload["clock"]))
+            .map(|m| m.payload["value"].clone())
+            .expect("deltas for f")
+    };
+    let (end_a, end_b) = (last(on_a.drain(500).await), last(on_b.drain(500).await));
+    let mut fresh = Client::connect(&app_b).await;
+    let server = fresh.subscribe("doc-race").await["state"]["f"].clone();
+    assert_eq!(end_a, server, "the client on A ends with the server's value");
+    assert_eq!(end_b, server, "the client on B ends with the server's value");
+    app_a.stop().await;
+    app_b.stop().await;
+}

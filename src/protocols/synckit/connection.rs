@@ -19,7 +19,7 @@ use super::message::{
 };
 use super::policy::{self, close};
 use super::raw::{Json, RawObject, VectorClock};
-use super::room::{Command, Peer, Rooms, Write, encode, fresh_id, instance_tag};
+use super::room::{Command, Peer, Rooms, Write, encode, fresh_id};
 use crate::auth::Claims;
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
@@ -64,12 +64,13 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Start) {
     let (outbox, mut incoming, writer) = socket::split(socket, state.config.limits.subscriber_queue.max(16));
     let conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let session = format!("{}-conn-{conn}", rooms.instance()).into();
     let mut connection = Connection {
         limiter: RateLimiter::new(state.config.limits.messages_per_second),
         state,
         rooms,
         conn,
-        session: format!("{}-conn-{conn}", instance_tag()).into(),
+        session,
         outbox,
         kick: CancellationToken::new(),
         identity: None,

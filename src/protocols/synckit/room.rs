@@ -167,6 +167,9 @@ pub struct Rooms {
 }
 
 struct RoomsInner {
+    /// Identifies this server in session ids and presence news (random per start), so that the
+    /// sessions of two instances never collide.
+    instance: Arc<str>,
     log: EventLog,
     settings: RoomSettings,
     open: Mutex<HashMap<String, mpsc::Sender<Command>>>,
@@ -174,7 +177,8 @@ struct RoomsInner {
 
 impl Rooms {
     pub fn new(log: EventLog, settings: RoomSettings) -> Rooms {
-        Rooms { inner: Arc::new(RoomsInner { log, settings, open: Mutex::new(HashMap::new()) }) }
+        let instance = format!("{:08x}", rand::random::<u32>()).into();
+        Rooms { inner: Arc::new(RoomsInner { instance, log, settings, open: Mutex::new(HashMap::new()) }) }
     }
 
     /// Hands a command to the document's room, opening it if needed.
@@ -204,6 +208,11 @@ impl Rooms {
         if let Some(mailbox) = mailbox {
             let _ = mailbox.send(command).await;
         }
+    }
+
+    /// This server's tag in session ids.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// Rooms open on this instance.
@@ -238,7 +247,7 @@ impl Rooms {
 async fn run(rooms: Rooms, document_id: String, mut commands: mpsc::Receiver<Command>) {
     let key = StoreKey::new(Protocol::SyncKit, document_id.clone());
     let log = rooms.inner.log.clone();
-    let mut room = match Room::load(log, key, rooms.inner.settings).await {
+    let mut room = match Room::load(log, key, rooms.inner.settings, rooms.inner.instance.clone()).await {
         Ok(room) => room,
         Err(error) => {
             tracing::error!(document = %document_id, %error, "synckit: cannot load the document");
@@ -309,17 +318,12 @@ async fn next_news(feed: &mut Option<EphemeralFeed>) -> Result<bytes::Bytes, cra
     }
 }
 
-/// Identifies this process in session ids, so that sessions of two instances never collide.
-pub fn instance_tag() -> &'static str {
-    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TAG.get_or_init(|| format!("{:08x}", rand::random::<u32>()))
-}
-
 fn awareness_topic(document_id: &str) -> String {
     format!("synckit:awareness:{document_id}")
 }
 
 struct Room {
+    instance: Arc<str>,
     log: EventLog,
     key: StoreKey,
     settings: RoomSettings,
@@ -348,6 +352,7 @@ impl Room {
         log: EventLog,
         key: StoreKey,
         settings: RoomSettings,
+        instance: Arc<str>,
     ) -> Result<Room, crate::eventlog::EventLogError> {
         let info = log.info(&key).await?;
         let (mut document, mut head) = (Document::default(), SeqNum(0));
@@ -368,6 +373,7 @@ impl Room {
         }
         let live = log.subscribe(&key, head).await?;
         Ok(Room {
+            instance,
             log,
             key,
             settings,
@@ -510,7 +516,7 @@ impl Room {
                     // Presence published on other instances before this room opened arrives as
                     // updates once their owners announce it again.
                     self.greeted = true;
-                    self.publish(&PresenceNews::Hello { origin: instance_tag().to_owned() });
+                    self.publish(&PresenceNews::Hello { origin: self.instance.to_string() });
                 }
             }
             Command::AwarenessUpdate { peer, update } => {
@@ -744,11 +750,11 @@ impl Room {
                 }
                 self.broadcast_awareness(update);
             }
-            PresenceNews::Hello { origin } if origin != instance_tag() => {
+            PresenceNews::Hello { origin } if *origin != *self.instance => {
                 let mine: Vec<PresenceNews> = self
                     .presence
                     .iter()
-                    .filter(|(_, p)| p.owner.starts_with(instance_tag()))
+                    .filter(|(_, p)| p.owner.starts_with(&*self.instance))
                     .map(|(client_id, p)| PresenceNews::Update {
                         session: p.owner.to_string(),
                         update: AwarenessUpdate {
