@@ -345,6 +345,10 @@ mod fanout {
             pct(&cross, 0.99),
         );
         println!(
+            "        after the ack: local p50/p99 {:.2} / {:.2} ms, cross p50/p99 {:.2} / {:.2} ms",
+            local_ack.0, local_ack.1, cross_ack.0, cross_ack.1
+        );
+        println!(
             "{}",
             serde_json::json!({
                 "mode": "fanout", "instances": instances, "subscribers": subscribers, "stores": stores,
