@@ -9,7 +9,8 @@
 //!   0.3 live pulls) spread over the instances and over `stores` stores, and writers appending to
 //!   those stores at a steady total rate, each store through one instance. Reports delivery
 //!   latency (push sent → event received) separately for subscribers on the writer's instance
-//!   and on another one, and deliveries per second.
+//!   and on another one (and relative to the writer's acknowledgement, which takes the commit
+//!   out of the number), and deliveries per second.
 //!
 //!   cargo run --release --bin junction-bench -- append --store-url sqlite:///tmp/b.db --writers 16
 //!   cargo run --release --bin junction-bench -- livestore --url ws://127.0.0.1:8787 --events 20000
@@ -240,8 +241,15 @@ mod fanout {
 
     use super::{Socket, ms, next_json};
 
-    /// One received event: latency, and whether it crossed instances.
-    type Delivery = (Duration, bool);
+    /// One received event: its store, its seq, when it arrived (since the epoch), how long after
+    /// its push was sent, and whether it crossed instances.
+    struct Delivery {
+        store: usize,
+        seq: u64,
+        at: Duration,
+        latency: Duration,
+        cross: bool,
+    }
 
     pub async fn run(
         urls: Vec<String>,
@@ -266,7 +274,7 @@ mod fanout {
             let url = format!("{}/websocket?storeId={}", urls[instance], store_name(store));
             let cross = instance != writer_instance(store);
             let (live, stop) = (live.clone(), stop_subscribers.clone());
-            subscriber_tasks.push(tokio::spawn(async move { subscribe(url, cross, epoch, live, stop).await }));
+            subscriber_tasks.push(tokio::spawn(async move { subscribe(url, store, cross, epoch, live, stop).await }));
         }
         tokio::time::timeout(Duration::from_secs(120), live.wait())
             .await
@@ -284,12 +292,14 @@ mod fanout {
         }
         let (mut written, mut expected) = (0u64, 0u64);
         let mut acks = Vec::new();
+        let mut acked_at = Vec::new();
         for (s, task) in writer_tasks.into_iter().enumerate() {
-            let (count, latencies) = task.await??;
+            let (count, latencies, at) = task.await??;
             let followers = (0..subscribers).filter(|i| i % stores == s).count() as u64;
             written += count;
             expected += count * followers;
             acks.extend(latencies);
+            acked_at.push(at);
         }
         let write_secs = started.elapsed().as_secs_f64();
         // In-flight deliveries land; then the subscribers stop.
@@ -299,14 +309,27 @@ mod fanout {
         for task in subscriber_tasks {
             deliveries.extend(task.await??);
         }
-        let mut local: Vec<Duration> = deliveries.iter().filter(|d| !d.1).map(|d| d.0).collect();
-        let mut cross: Vec<Duration> = deliveries.iter().filter(|d| d.1).map(|d| d.0).collect();
+        let mut local: Vec<Duration> = deliveries.iter().filter(|d| !d.cross).map(|d| d.latency).collect();
+        let mut cross: Vec<Duration> = deliveries.iter().filter(|d| d.cross).map(|d| d.latency).collect();
         local.sort();
         cross.sort();
         acks.sort();
         let pct = |v: &[Duration], p: f64| {
             v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).map_or(f64::NAN, |d| ms(*d))
         };
+        // Delivery relative to the writer's acknowledgement (negative: delivered before the ack
+        // reached the writer), which leaves the commit itself out.
+        let after_ack = |cross: bool| {
+            let mut v: Vec<f64> = deliveries
+                .iter()
+                .filter(|d| d.cross == cross)
+                .filter_map(|d| acked_at[d.store].get((d.seq as usize).wrapping_sub(1)).map(|a| ms(d.at) - ms(*a)))
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let at = |p: f64| v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied();
+            (at(0.5).unwrap_or(f64::NAN), at(0.99).unwrap_or(f64::NAN))
+        };
+        let (local_ack, cross_ack) = (after_ack(false), after_ack(true));
         let rate_out = deliveries.len() as f64 / write_secs;
         println!(
             "mode    instances  subscribers  stores  events  deliveries  deliveries/s  ack p50/p99 ms  local p50/p99 ms  cross p50/p99 ms"
@@ -322,6 +345,10 @@ mod fanout {
             pct(&cross, 0.99),
         );
         println!(
+            "        after the ack: local p50/p99 {:.2} / {:.2} ms, cross p50/p99 {:.2} / {:.2} ms",
+            local_ack.0, local_ack.1, cross_ack.0, cross_ack.1
+        );
+        println!(
             "{}",
             serde_json::json!({
                 "mode": "fanout", "instances": instances, "subscribers": subscribers, "stores": stores,
@@ -330,6 +357,8 @@ mod fanout {
                 "ack_ms": {"p50": pct(&acks, 0.5), "p99": pct(&acks, 0.99)},
                 "local_ms": {"count": local.len(), "p50": pct(&local, 0.5), "p99": pct(&local, 0.99)},
                 "cross_ms": {"count": cross.len(), "p50": pct(&cross, 0.5), "p99": pct(&cross, 0.99)},
+                "after_ack_ms": {"local": {"p50": local_ack.0, "p99": local_ack.1},
+                                 "cross": {"p50": cross_ack.0, "p99": cross_ack.1}},
             })
         );
         anyhow::ensure!(deliveries.len() as u64 == expected, "{} deliveries, expected {expected}", deliveries.len());
@@ -340,6 +369,7 @@ mod fanout {
     /// (from the send time its writer put in the args) until told to stop.
     async fn subscribe(
         url: String,
+        store: usize,
         cross: bool,
         epoch: Instant,
         live: Arc<Barrier>,
@@ -362,34 +392,36 @@ mod fanout {
                 Ok(Some(Ok(_))) => continue,
                 Ok(other) => anyhow::bail!("subscriber socket ended: {other:?}"),
             };
-            let received = epoch.elapsed();
+            let at = epoch.elapsed();
             for event in frame["batch"].as_array().into_iter().flatten() {
-                let sent = Duration::from_micros(event["eventEncoded"]["args"]["t"].as_u64().unwrap_or(0));
-                deliveries.push((received.saturating_sub(sent), cross));
+                let event = &event["eventEncoded"];
+                let sent = Duration::from_micros(event["args"]["t"].as_u64().unwrap_or(0));
+                let seq = event["seqNum"].as_u64().unwrap_or(0);
+                deliveries.push(Delivery { store, seq, at, latency: at.saturating_sub(sent), cross });
             }
         }
         Ok(deliveries)
     }
 
-    /// Appends one event every `period` (after `offset`) until `deadline`; returns how many, with
-    /// the acknowledgement latencies.
+    /// Appends one event every `period` (after `offset`) until `deadline`; returns how many, the
+    /// acknowledgement latencies, and when each seq was acknowledged (since the epoch).
     async fn write(
         url: String,
         offset: Duration,
         period: Duration,
         deadline: Instant,
         epoch: Instant,
-    ) -> anyhow::Result<(u64, Vec<Duration>)> {
+    ) -> anyhow::Result<(u64, Vec<Duration>, Vec<Duration>)> {
         let (mut socket, _): (Socket, _) = tokio_tungstenite::connect_async(&url).await?;
         tokio::time::sleep(offset).await;
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut head = 0u64;
-        let mut acks = Vec::new();
+        let (mut acks, mut acked_at) = (Vec::new(), Vec::new());
         loop {
             ticks.tick().await;
             if Instant::now() >= deadline {
-                return Ok((head, acks));
+                return Ok((head, acks, acked_at));
             }
             let seq = head + 1;
             let sent = epoch.elapsed();
@@ -406,7 +438,9 @@ mod fanout {
                     _ => continue,
                 }
             }
-            acks.push(epoch.elapsed() - sent);
+            let acked = epoch.elapsed();
+            acks.push(acked - sent);
+            acked_at.push(acked);
             head = seq;
         }
     }

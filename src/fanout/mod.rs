@@ -10,7 +10,7 @@
 //! drop what they already have. That is what makes delivery exact even when a transport loses,
 //! repeats or reorders messages. What a lossy transport cannot do by itself is tell a subscriber
 //! that *something* happened when the message that would have said so is lost: the Redis fan-out
-//! covers that with the sequenced change log (see [`redis`](RedisFanOut)).
+//! covers that with the sequenced change log (see [`RedisFanOut`]).
 //!
 //! # Ephemeral messages
 //!

@@ -237,7 +237,8 @@ impl FanOut for RedisFanOut {
 impl Shared {
     /// Hands the messages of a frame from another instance to the hub.
     fn receive(&self, payload: &[u8]) {
-        let frame = match wire::decode(payload) {
+        let wanted = |store| self.hub.subscriber_count(store) > 0;
+        let frame = match wire::decode_for(payload, &wanted) {
             Ok(frame) => frame,
             Err(error) => {
                 // What it carried is recovered from the change log.
@@ -260,6 +261,10 @@ impl Shared {
                         continue;
                     }
                     self.hub.deliver(&Arc::new(message));
+                }
+                // Nobody here follows the store: a subscriber arriving later reads storage.
+                Incoming::Unwanted { position } => {
+                    self.seen.lock().expect("seen lock").saw(position);
                 }
                 Incoming::Ephemeral { topic, payload } => self.hub.deliver_ephemeral(&topic, payload),
             }

@@ -66,6 +66,10 @@ pub enum Incoming {
         position: Option<ChangePos>,
         message: LiveMessage,
     },
+    /// A batch of a store the receiver said it does not want: its events were skipped unread.
+    Unwanted {
+        position: ChangePos,
+    },
     Ephemeral {
         topic: String,
         payload: Bytes,
@@ -207,7 +211,14 @@ fn put_str(out: &mut BytesMut, text: &str) {
 }
 
 /// Decodes one frame. All or nothing: a frame with any defect is refused whole.
-pub fn decode(mut input: &[u8]) -> Result<Frame, WireError> {
+#[cfg(test)]
+pub fn decode(input: &[u8]) -> Result<Frame, WireError> {
+    decode_for(input, &|_| true)
+}
+
+/// Decodes one frame, reading the events of a batch only when `wanted(store)`: a store nobody
+/// follows on this instance costs no allocation and no JSON check.
+pub fn decode_for(mut input: &[u8], wanted: &dyn Fn(StoreId) -> bool) -> Result<Frame, WireError> {
     let buf = &mut input;
     if buf.len() < MAGIC.len() + 1 || &buf[..MAGIC.len()] != MAGIC {
         return Err(WireError::NotAFrame);
@@ -222,7 +233,7 @@ pub fn decode(mut input: &[u8]) -> Result<Frame, WireError> {
     // Each message takes at least 9 bytes: bounds the allocation by what the input can hold.
     let mut messages = Vec::with_capacity((count as usize).min(buf.len() / 9));
     for _ in 0..count {
-        messages.push(decode_message(buf)?);
+        messages.push(decode_message(buf, wanted)?);
     }
     if !buf.is_empty() {
         return Err(WireError::TrailingBytes(buf.len()));
@@ -230,7 +241,7 @@ pub fn decode(mut input: &[u8]) -> Result<Frame, WireError> {
     Ok(Frame { origin, messages })
 }
 
-fn decode_message(buf: &mut &[u8]) -> Result<Incoming, WireError> {
+fn decode_message(buf: &mut &[u8], wanted: &dyn Fn(StoreId) -> bool) -> Result<Incoming, WireError> {
     let tag = take_u8(buf)?;
     match tag {
         TAG_BATCH => {
@@ -239,6 +250,16 @@ fn decode_message(buf: &mut &[u8]) -> Result<Incoming, WireError> {
             let backend_id: Arc<str> = take_str(buf)?.into();
             let prev_head = SeqNum(take_u64(buf)?);
             let n = take_u32(buf)?;
+            if !wanted(store) {
+                for _ in 0..n {
+                    skip(buf, 24)?;
+                    for _ in 0..5 {
+                        let len = take_u32(buf)? as usize;
+                        skip(buf, len)?;
+                    }
+                }
+                return Ok(Incoming::Unwanted { position });
+            }
             let mut events = Vec::with_capacity((n as usize).min(buf.len() / 44));
             for _ in 0..n {
                 let seq = SeqNum(take_u64(buf)?);
@@ -301,6 +322,14 @@ fn take_u64(buf: &mut &[u8]) -> Result<u64, WireError> {
 
 fn take_u128(buf: &mut &[u8]) -> Result<u128, WireError> {
     buf.try_get_u128().map_err(|_| WireError::Truncated)
+}
+
+fn skip(buf: &mut &[u8], len: usize) -> Result<(), WireError> {
+    if buf.len() < len {
+        return Err(WireError::Truncated);
+    }
+    buf.advance(len);
+    Ok(())
 }
 
 fn take_str(buf: &mut &[u8]) -> Result<String, WireError> {
@@ -439,6 +468,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(&frame.messages[2], Incoming::Live { position: None, message: LiveMessage::Reset { .. } }));
+    }
+
+    #[test]
+    fn batches_of_unwanted_stores_are_skipped_unread() {
+        let messages = [
+            Outgoing::Live(batch(vec![event(1, "[1]"), event(2, "{}")])),
+            Outgoing::Ephemeral { topic: "t".into(), payload: Bytes::from_static(b"p") },
+        ];
+        let mut frame = encode(ORIGIN, &messages, LIMITS)[0].to_vec();
+        let decoded = decode_for(&frame, &|store| store != StoreId(7)).unwrap();
+        assert!(matches!(decoded.messages[0], Incoming::Unwanted { position: ChangePos(9) }));
+        assert!(matches!(&decoded.messages[1], Incoming::Ephemeral { topic, .. } if topic == "t"));
+        // Skipped, so not checked as JSON; but the frame's structure still is.
+        let args_at = frame.windows(3).position(|w| w == b"[1]").unwrap();
+        frame[args_at] = b'{';
+        assert!(decode_for(&frame, &|store| store != StoreId(7)).is_ok());
+        assert_eq!(decode(&frame).unwrap_err(), WireError::NotJson);
+        assert_eq!(decode_for(&frame[..frame.len() - 3], &|_| false).unwrap_err(), WireError::Truncated);
     }
 
     #[test]
