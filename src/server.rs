@@ -34,6 +34,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies client JWTs for every protocol.
     pub tokens: TokenVerifier,
+    /// Pocket's collection writers and per-user connection counts.
+    pub pocket: crate::protocols::pocket::Pocket,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
     redis: Option<redis::Client>,
@@ -121,6 +123,7 @@ impl Server {
             .await
             .with_context(|| format!("binding server.listen {}", config.server.listen))?;
         let state = AppState {
+            pocket: crate::protocols::pocket::Pocket::new(&config.protocols.pocket),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config: Arc::new(config),
             log,

@@ -17,5 +17,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     if state.config.protocols.livestore.enabled {
         router = router.merge(livestore::router(&state.config.protocols.livestore));
     }
+    if state.config.protocols.pocket.enabled {
+        router = router.merge(pocket::router(&state.config.protocols.pocket));
+    }
     router
 }
