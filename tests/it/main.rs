@@ -10,3 +10,5 @@ mod http;
 mod import_d1;
 mod livestore;
 mod livestore_interop;
+mod pocket;
+mod pocket_interop;

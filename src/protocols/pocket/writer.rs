@@ -78,10 +78,13 @@ struct Job {
     reply: oneshot::Sender<Result<PushOutcome, Arc<PushFailed>>>,
 }
 
+/// Running writers by collection: an id (so a retiring writer removes only itself) and its queue.
+type Registry = Arc<Mutex<HashMap<String, (u64, mpsc::Sender<Job>)>>>;
+
 /// The writers of this process, by collection.
 #[derive(Default)]
 pub struct Writers {
-    running: Arc<Mutex<HashMap<String, (u64, mpsc::Sender<Job>)>>>,
+    running: Registry,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -132,7 +135,7 @@ struct Writer {
     key: StoreKey,
     log: EventLog,
     loaded: Option<Loaded>,
-    registry: Arc<Mutex<HashMap<String, (u64, mpsc::Sender<Job>)>>>,
+    registry: Registry,
     id: u64,
 }
 

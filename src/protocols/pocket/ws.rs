@@ -18,7 +18,7 @@ use super::server::{ErrorMessage, PONG, PullResponse, ServerMessage};
 use super::session::{self, Identity, store_key};
 use super::writer::now_ms;
 use super::{Refused, UserSlot};
-use crate::eventlog::SubscriptionEnded;
+use crate::eventlog::{SeqNum, SubscriptionEnded};
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -116,19 +116,18 @@ impl Connection {
             Ok(ClientFrame::Message(ClientMessage::Push(push))) => {
                 self.remember(push.checkpoint.clone());
                 if self.identity.can_read(&push.collection) {
-                    self.follow(&push.collection, self.identity.can_write(&push.collection)).await;
+                    self.follow(&push.collection).await;
                 }
                 session::push(&self.state, &self.identity, &self.session, push).await
             }
             Ok(ClientFrame::Message(ClientMessage::Pull(pull))) => {
                 self.remember(Some(pull.checkpoint.clone()));
-                let reply = session::pull(&self.state, &self.identity, &pull).await;
                 if let Ok(readable) = session::readable_collections(&self.identity, &pull) {
                     for collection in readable {
-                        self.follow(collection, self.identity.can_write(collection)).await;
+                        self.follow(collection).await;
                     }
                 }
-                reply
+                session::pull(&self.state, &self.identity, &pull).await
             }
             Err(error) => {
                 tracing::debug!(%error, "pocket: undecodable frame");
@@ -148,28 +147,25 @@ impl Connection {
         }
     }
 
-    /// Starts broadcasting `collection`'s changes to this client, from what is committed now.
-    /// A collection that has no store yet is followed only by clients that may create it by
-    /// writing, so that pulling arbitrary names creates nothing; read-only clients start
-    /// following it at their first pull after it exists.
-    async fn follow(&mut self, collection: &str, may_create: bool) {
+    /// Starts broadcasting `collection`'s changes to this client: everything committed after
+    /// this call (the request that started it is answered afterwards). Following a collection
+    /// registers its store (an empty one, as a first push would), so that its first change
+    /// reaches readers who were waiting for it.
+    async fn follow(&mut self, collection: &str) {
         if self.broadcasts.contains_key(collection) {
             return;
         }
-        let key = store_key(collection);
-        let exists = match self.state.log.find_info(&key).await {
-            Ok(info) => info.is_some(),
+        let head = match self.state.log.head(&store_key(collection)).await {
+            Ok(head) => head,
             Err(error) => {
                 tracing::warn!(%collection, %error, "pocket: cannot follow a collection");
                 return;
             }
         };
-        if !exists && !may_create {
-            return;
-        }
         let task = broadcast(
             self.state.clone(),
             collection.to_owned(),
+            head,
             self.session.clone(),
             self.outbox.clone(),
             self.last_checkpoint.clone(),
@@ -186,13 +182,14 @@ impl Connection {
 async fn broadcast(
     state: AppState,
     collection: String,
+    after: SeqNum,
     session: String,
     outbox: Outbox,
     last_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
     ended: mpsc::Sender<&'static str>,
 ) {
     let key = store_key(&collection);
-    let mut subscription = match subscribe_at_head(&state, &key).await {
+    let mut subscription = match state.log.subscribe(&key, after).await {
         Ok(subscription) => subscription,
         Err(error) => {
             tracing::error!(%collection, %error, "pocket: cannot follow a collection");
