@@ -162,6 +162,13 @@ impl Server {
         );
         let app = crate::http::router(state.clone());
         let shutdown = state.shutdown.clone();
+        // Replies are small frames sent between live deliveries on the same socket: with Nagle's
+        // algorithm a reply waits for the client's delayed ACK (up to 40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let serving = axum::serve(listener, app).with_graceful_shutdown({
             let stop = stop.clone();
             let shutdown = shutdown.clone();

@@ -212,7 +212,16 @@ pub async fn pull(state: &AppState, identity: &Identity, pull: &Pull) -> Result<
     .into())
 }
 
-/// Stored changes as they go out: each with its server sequence (§7).
+/// Stored changes as they go out: each with its server sequence (§7). What is stored was
+/// validated when it was pushed, so the plain decoder suffices here (it runs once per follower
+/// for every broadcast); an event that is not a change is left out.
 pub fn outgoing(events: &[Event]) -> Vec<ChangeEvent> {
-    events.iter().filter_map(|event| stored_change(event).map(|change| change.with_sequence(event.seq.0))).collect()
+    events
+        .iter()
+        .filter_map(|event| {
+            let change =
+                serde_json::from_str::<ChangeEvent>(event.body.args.get()).ok().or_else(|| stored_change(event))?;
+            Some(ChangeEvent { sequence: event.seq.0, ..change })
+        })
+        .collect()
 }
