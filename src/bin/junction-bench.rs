@@ -15,6 +15,10 @@
 //!   cargo run --release --bin junction-bench -- append --store-url sqlite:///tmp/b.db --writers 16
 //!   cargo run --release --bin junction-bench -- livestore --url ws://127.0.0.1:8787 --events 20000
 //!   cargo run --release --bin junction-bench -- fanout --url ws://127.0.0.1:8787 --url ws://127.0.0.1:8788
+//! - `pocket`: N Pocket WebSocket clients on one collection: push throughput, acknowledgement
+//!   latency and broadcast latency to the other clients (`pocket.rs`).
+//!
+//!   cargo run --release --bin junction-bench -- pocket --url ws://127.0.0.1:8787 --clients 50
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +77,29 @@ enum Mode {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Pocket: push throughput and broadcast latency with N clients on one collection.
+    Pocket {
+        /// Base URL of a running Junction, e.g. ws://127.0.0.1:8787
+        #[arg(long)]
+        url: String,
+        /// A token for `?token=`, when the server requires one.
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        clients: usize,
+        /// How many of the clients push (all of them by default); the others only follow.
+        #[arg(long)]
+        pushers: Option<usize>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Total pushes per second (paced); unset: as fast as acknowledgements return.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
 }
+
+#[path = "junction-bench/pocket.rs"]
+mod pocket;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -82,6 +108,10 @@ async fn main() -> anyhow::Result<()> {
         Mode::Livestore { url, events, batch } => livestore(url, events, batch).await,
         Mode::Fanout { urls, subscribers, stores, rate, seconds } => {
             fanout::run(urls, subscribers, stores, rate, seconds).await
+        }
+        Mode::Pocket { url, token, clients, pushers, seconds, rate } => {
+            let pushers = pushers.unwrap_or(clients);
+            pocket::run(pocket::Options { url, token, clients, pushers, seconds, rate }).await
         }
     }
 }
