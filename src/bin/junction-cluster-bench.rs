@@ -12,13 +12,13 @@
 //!   and on another one (and relative to the writer's acknowledgement, which takes the commit
 //!   out of the number), and deliveries per second.
 //!
-//!   cargo run --release --bin junction-bench -- append --store-url sqlite:///tmp/b.db --writers 16
-//!   cargo run --release --bin junction-bench -- livestore --url ws://127.0.0.1:8787 --events 20000
-//!   cargo run --release --bin junction-bench -- fanout --url ws://127.0.0.1:8787 --url ws://127.0.0.1:8788
+//!   cargo run --release --bin junction-cluster-bench -- append --store-url sqlite:///tmp/b.db --writers 16
+//!   cargo run --release --bin junction-cluster-bench -- livestore --url ws://127.0.0.1:8787 --events 20000
+//!   cargo run --release --bin junction-cluster-bench -- fanout --url ws://127.0.0.1:8787 --url ws://127.0.0.1:8788
 //! - `pocket`: N Pocket WebSocket clients on one collection: push throughput, acknowledgement
 //!   latency and broadcast latency to the other clients (`pocket.rs`).
 //!
-//!   cargo run --release --bin junction-bench -- pocket --url ws://127.0.0.1:8787 --clients 50
+//!   cargo run --release --bin junction-cluster-bench -- pocket --url ws://127.0.0.1:8787 --clients 50
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use junction::metrics::Metrics;
 use junction::store::Backend;
 
 #[derive(Parser)]
-#[command(name = "junction-bench", about = "Measure Junction")]
+#[command(name = "junction-cluster-bench", about = "Measure Junction")]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -98,7 +98,7 @@ enum Mode {
     },
 }
 
-#[path = "junction-bench/pocket.rs"]
+#[path = "junction-cluster-bench/pocket.rs"]
 mod pocket;
 
 #[tokio::main]
@@ -259,7 +259,7 @@ async fn next_json(socket: &mut Socket) -> anyhow::Result<serde_json::Value> {
 }
 
 mod fanout {
-    //! `junction-bench fanout` (see the crate docs).
+    //! `junction-cluster-bench fanout` (see the crate docs).
 
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
