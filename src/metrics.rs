@@ -27,6 +27,7 @@ struct Inner {
     commit_group_size: Histogram,
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
+    resident_memory: Gauge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -74,6 +75,12 @@ impl Metrics {
             "Subscribers closed because they fell too far behind",
             slow_consumer_disconnects.clone(),
         );
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
+            resident_memory.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -84,6 +91,7 @@ impl Metrics {
                 commit_group_size,
                 deliveries,
                 slow_consumer_disconnects,
+                resident_memory,
             }),
         }
     }
@@ -118,10 +126,21 @@ impl Metrics {
 
     /// The registry in the Prometheus / OpenMetrics text format.
     pub fn render(&self) -> String {
+        if let Some(bytes) = resident_bytes() {
+            self.inner.resident_memory.set(bytes);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).expect("writing to a String");
         out
     }
+}
+
+/// VmRSS from /proc/self/status: what load tests divide by connections held.
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Keeps a connection counted; decrements the gauge when dropped.
