@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::eventlog::{EventLog, LogOptions, Protocol};
 use crate::fanout::{FanOut, Hub, LocalFanOut};
 use crate::metrics::{ConnectionGuard, Metrics};
+use crate::protocols::shared_frames::SharedFrames;
 use crate::store::Backend;
 
 /// What every request handler can reach.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies client JWTs for every protocol.
     pub tokens: TokenVerifier,
+    /// Live frames encoded once per batch and shared among subscribers.
+    pub frames: Arc<SharedFrames>,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
     redis: Option<redis::Client>,
@@ -127,6 +130,7 @@ impl Server {
             metrics,
             shutdown: CancellationToken::new(),
             tokens,
+            frames: Arc::new(SharedFrames::default()),
             tracker: TaskTracker::new(),
             redis,
         };

@@ -1,9 +1,11 @@
 //! `fanout`: M subscribers of one store, P writers publishing at a total rate R for S seconds.
 //!
-//! Subscribers connect and finish their initial sync first; then writers publish on a fixed
-//! schedule (one write of `batch` events every `batch·P/R` seconds each, one write in flight per
-//! writer). After the last write, subscribers get `drain` seconds to receive everything
-//! acknowledged. Lost = acknowledged events a subscriber never got; duplicated = events it got
+//! Subscribers connect and finish their initial sync first; then each writer's application
+//! produces events at R/P per second, and the writer sends whatever is pending (up to
+//! `max_batch` events) as one write as soon as the previous write is acknowledged — one write
+//! in flight per writer, as the real clients push. An event's latency runs from when its write
+//! is sent to when a subscriber has it. After the last write, subscribers get `drain` seconds
+//! to receive everything acknowledged. Lost = acknowledged events a subscriber never got; duplicated = events it got
 //! twice; both must be 0.
 
 use std::sync::Arc;
@@ -34,9 +36,10 @@ pub struct FanoutArgs {
     /// Events per second over all writers.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
-    /// Events per write.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Most events per write (LiveStore's client pushes up to 50 at a time); 1 sends every
+    /// event as its own write.
+    #[arg(long, default_value_t = 50)]
+    pub max_batch: usize,
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// How long subscribers may take, after the last write, to receive everything.
@@ -52,11 +55,13 @@ struct Written {
     writes: u64,
     refused: u64,
     ack: Latency,
+    /// Produced by the deadline but never sent: the writer could not keep up.
+    unsent: u64,
     error: Option<String>,
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.rate > 0.0 && args.writers > 0 && args.batch > 0, "rate, writers and batch must be positive");
+    anyhow::ensure!(args.rate > 0.0 && args.writers > 0 && args.max_batch > 0, "rate, writers and max-batch must be positive");
     let target = Arc::new(args.target.target().await?);
     let store = args.store.clone().unwrap_or_else(|| format!("bench-fanout-{}", junction::eventlog::new_backend_id()));
 
@@ -87,7 +92,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
 
     let cpu = CpuMeter::start(args.target.server_pid);
-    let interval = Duration::from_secs_f64(args.batch as f64 * args.writers as f64 / args.rate);
+    let per_writer = args.rate / args.writers as f64;
     let started = Instant::now();
     let started_us = now_micros();
     let deadline = started + Duration::from_secs(args.seconds);
@@ -95,32 +100,46 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .into_iter()
         .enumerate()
         .map(|(w, mut writer)| {
-            let batch = args.batch;
-            // Writers start spread over one interval rather than all at once.
-            let offset = interval.mul_f64(w as f64 / args.writers as f64);
+            let max_batch = args.max_batch as u64;
+            // Writers start spread over one event interval rather than all at once.
+            let offset = Duration::from_secs_f64(w as f64 / args.writers as f64 / per_writer);
             tokio::spawn(async move {
-                let mut written =
-                    Written { acknowledged: 0, writes: 0, refused: 0, ack: Latency::default(), error: None };
-                let mut due = started + offset;
+                let mut written = Written { acknowledged: 0, writes: 0, refused: 0, ack: Latency::default(), unsent: 0, error: None };
+                let first = started + offset;
+                // Events the application has produced by `at`, the first one at `first`.
+                let produced = |at: Instant| {
+                    let at = at.min(deadline);
+                    if at < first { 0 } else { ((at - first).as_secs_f64() * per_writer) as u64 + 1 }
+                };
                 let mut n = 0u64;
-                while due < deadline && Instant::now() < deadline {
-                    tokio::time::sleep_until(due.into()).await;
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        written.unsent = produced(now) - n;
+                        break;
+                    }
+                    let pending = produced(now) - n;
+                    if pending == 0 {
+                        let next_due = first + Duration::from_secs_f64(n as f64 / per_writer);
+                        tokio::time::sleep_until(next_due.max(now).into()).await;
+                        continue;
+                    }
+                    let count = pending.min(max_batch);
                     let sent = now_micros();
-                    let marks: Vec<Mark> = (0..batch as u64).map(|i| Mark { w: w as u32, n: n + i, t: sent }).collect();
+                    let marks: Vec<Mark> = (n..n + count).map(|n| Mark { w: w as u32, n, t: sent }).collect();
                     match writer.publish(&marks).await {
                         Ok(refused) => {
                             written.refused += refused as u64;
-                            written.acknowledged += batch as u64;
+                            written.acknowledged += count;
                             written.writes += 1;
                             written.ack.record(now_micros() - sent);
-                            n += batch as u64;
+                            n += count;
                         }
                         Err(error) => {
                             written.error = Some(format!("{error:#}"));
                             break;
                         }
                     }
-                    due += interval;
                 }
                 (written, writer)
             })
@@ -128,7 +147,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .collect();
     let mut acknowledged_by_writer = Vec::new();
     let mut ack = Latency::default();
-    let (mut writes, mut refused) = (0, 0);
+    let (mut writes, mut refused, mut unsent) = (0, 0, 0);
     let mut writers_alive = Vec::new();
     for task in tasks {
         let (written, writer) = task.await?;
@@ -139,6 +158,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         ack.merge(&written.ack);
         writes += written.writes;
         refused += written.refused;
+        unsent += written.unsent;
         writers_alive.push(writer);
     }
     let publish_secs = started.elapsed().as_secs_f64();
@@ -180,10 +200,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .field("label", &args.target.label, json!(args.target.label))
         .count("subscribers", subscribers as u64)
         .count("writers", args.writers as u64)
-        .count("batch", args.batch as u64)
+        .count("max batch", args.max_batch as u64)
         .rate("rate", args.rate)
         .count("publishes", acknowledged)
         .count("writes", writes)
+        .field("events/write", format!("{:.1}", acknowledged as f64 / writes.max(1) as f64), json!(round(acknowledged as f64 / writes.max(1) as f64)))
         .rate("publishes/s", acknowledged as f64 / publish_secs)
         .count("deliveries", deliveries)
         .count("frames", frames)
@@ -194,6 +215,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .latency("delivery", &latency)
         .latency("ack", &ack)
         .extra("refused_writes", json!(refused))
+        .extra("unsent", json!(unsent))
         .extra("failed_subscribers", json!(failed.len()))
         .extra("ended_early", json!(ended_early.len()))
         .extra("connect_seconds", json!(round(connect_secs)))

@@ -194,17 +194,22 @@ async fn run_pull(
             return;
         }
     };
+    // Encoded once per batch and request id, shared by every subscriber (see SharedFrames).
+    let variant = format!("livestore-0.3\n{request_id}");
     loop {
         match subscription.next().await {
             Ok(events) => {
-                for batch in session::paginate(&events) {
-                    let frame = Response::PullRes {
-                        request_id: request_id.clone(),
-                        context: PullContext::Push,
-                        batch,
-                        remaining: 0,
-                    };
-                    if !outbox.text(frame.to_json()).await {
+                let frames = state.frames.get_or_encode(&events, &variant, |events| {
+                    session::paginate(events)
+                        .into_iter()
+                        .map(|batch| {
+                            let request_id = request_id.clone();
+                            Response::PullRes { request_id, context: PullContext::Push, batch, remaining: 0 }.to_json()
+                        })
+                        .collect()
+                });
+                for frame in frames.iter() {
+                    if !outbox.text(frame.clone()).await {
                         return;
                     }
                 }

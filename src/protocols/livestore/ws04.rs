@@ -271,13 +271,23 @@ async fn run_pull(
             return;
         }
     };
+    // Every subscriber of the store gets the same batches and, with the same request id, the
+    // same frames: encoded by the first, shared by the rest.
+    let variant = format!("livestore-0.4\n{id}\n{}", initial.backend_id);
     loop {
         match subscription.next().await {
             Ok(events) => {
-                for batch in session::paginate(&events) {
-                    let page =
-                        PullResponse { batch, page_info: PageInfo::NoMore, backend_id: initial.backend_id.clone() };
-                    if !outbox.text(page.encode().chunk_frame(&id)).await {
+                let frames = state.frames.get_or_encode(&events, &variant, |events| {
+                    session::paginate(events)
+                        .into_iter()
+                        .map(|batch| {
+                            let backend_id = initial.backend_id.clone();
+                            PullResponse { batch, page_info: PageInfo::NoMore, backend_id }.encode().chunk_frame(&id)
+                        })
+                        .collect()
+                });
+                for frame in frames.iter() {
+                    if !outbox.text(frame.clone()).await {
                         return;
                     }
                 }
