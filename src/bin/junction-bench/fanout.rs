@@ -61,7 +61,10 @@ struct Written {
 }
 
 pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.rate > 0.0 && args.writers > 0 && args.max_batch > 0, "rate, writers and max-batch must be positive");
+    anyhow::ensure!(
+        args.rate > 0.0 && args.writers > 0 && args.max_batch > 0,
+        "rate, writers and max-batch must be positive"
+    );
     let target = Arc::new(args.target.target().await?);
     let store = args.store.clone().unwrap_or_else(|| format!("bench-fanout-{}", junction::eventlog::new_backend_id()));
 
@@ -104,7 +107,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             // Writers start spread over one event interval rather than all at once.
             let offset = Duration::from_secs_f64(w as f64 / args.writers as f64 / per_writer);
             tokio::spawn(async move {
-                let mut written = Written { acknowledged: 0, writes: 0, refused: 0, ack: Latency::default(), unsent: 0, error: None };
+                let mut written =
+                    Written { acknowledged: 0, writes: 0, refused: 0, ack: Latency::default(), unsent: 0, error: None };
                 let first = started + offset;
                 // Events the application has produced by `at`, the first one at `first`.
                 let produced = |at: Instant| {
@@ -200,16 +204,20 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .field("label", &args.target.label, json!(args.target.label))
         .count("subscribers", subscribers as u64)
         .count("writers", args.writers as u64)
-        .count("max batch", args.max_batch as u64)
+        .count("max_batch", args.max_batch as u64)
         .rate("rate", args.rate)
         .count("publishes", acknowledged)
         .count("writes", writes)
-        .field("events/write", format!("{:.1}", acknowledged as f64 / writes.max(1) as f64), json!(round(acknowledged as f64 / writes.max(1) as f64)))
-        .rate("publishes/s", acknowledged as f64 / publish_secs)
+        .field(
+            "events_per_write",
+            format!("{:.1}", acknowledged as f64 / writes.max(1) as f64),
+            json!(round(acknowledged as f64 / writes.max(1) as f64)),
+        )
+        .rate("publishes_per_sec", acknowledged as f64 / publish_secs)
         .count("deliveries", deliveries)
         .count("frames", frames)
-        .rate("deliveries/s", deliveries as f64 / delivery_secs)
-        .rate("frames/s", frames as f64 / delivery_secs)
+        .rate("deliveries_per_sec", deliveries as f64 / delivery_secs)
+        .rate("frames_per_sec", frames as f64 / delivery_secs)
         .count("lost", lost)
         .count("duplicated", duplicated)
         .latency("delivery", &latency)

@@ -110,17 +110,17 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .count("failed", failed.len() as u64)
         .count("held", held_to_end)
         .field(
-            "server RSS before",
+            "server_rss_before",
             before.as_ref().map_or("-".into(), |b| format!("{:.1}MiB", mib(*b))),
             json!(before.as_ref().ok()),
         )
         .field(
-            "server RSS after",
+            "server_rss_after",
             after.as_ref().map_or("-".into(), |b| format!("{:.1}MiB", mib(*b))),
             json!(after.as_ref().ok()),
         )
         .field(
-            "per connection",
+            "per_connection",
             per_connection.map_or("-".into(), |b| format!("{:.1}KiB", b / 1024.0)),
             json!(per_connection.map(|b| b.round())),
         )

@@ -58,6 +58,7 @@ pub fn round(x: f64) -> f64 {
 }
 
 /// One run's results: printed as a two-line table (names, values), then as one JSON line.
+/// Names are JSON keys (`deliveries_per_sec`); the table shows them shorter (`deliveries/s`).
 pub struct Report {
     columns: Vec<(String, String)>,
     json: serde_json::Map<String, Value>,
@@ -72,7 +73,7 @@ impl Report {
 
     /// A value in both outputs.
     pub fn field(&mut self, name: &str, shown: impl ToString, value: Value) -> &mut Self {
-        self.columns.push((name.into(), shown.to_string()));
+        self.columns.push((name.replace("_per_sec", "/s").replace('_', " "), shown.to_string()));
         self.json.insert(name.into(), value);
         self
     }
@@ -92,11 +93,12 @@ impl Report {
     }
 
     pub fn latency(&mut self, name: &str, latency: &Latency) -> &mut Self {
+        let name = name.replace('_', " ");
         self.columns.push((format!("{name} p50"), format!("{:.2}ms", latency.p50())));
         self.columns.push((format!("{name} p95"), format!("{:.2}ms", latency.p95())));
         self.columns.push((format!("{name} p99"), format!("{:.2}ms", latency.p99())));
         self.columns.push((format!("{name} max"), format!("{:.2}ms", latency.max())));
-        self.json.insert(format!("{name}_ms"), latency.to_json());
+        self.json.insert(format!("{}_ms", name.replace(' ', "_")), latency.to_json());
         self
     }
 
