@@ -62,7 +62,9 @@ impl Subscription {
     async fn next_unmetered(&mut self) -> Result<Arc<[Event]>, SubscriptionEnded> {
         loop {
             if self.catching_up {
-                if let Some(page) = self.catch_up_page().await? {
+                // Storage reads are boxed: a live subscriber waits in `feed.recv()` for most of
+                // its life, and its future (held by every idle connection) stays small.
+                if let Some(page) = Box::pin(self.catch_up_page()).await? {
                     return Ok(page);
                 }
                 continue;
@@ -79,7 +81,8 @@ impl Subscription {
                     if batch.backend_id != self.backend_id {
                         // Either a late batch from before a reset we already saw, or the store
                         // was reset under us; storage tells which.
-                        let info = self.log.inner.backend.info(self.store).await.map_err(EventLogError::from)?;
+                        let info =
+                            Box::pin(self.log.inner.backend.info(self.store)).await.map_err(EventLogError::from)?;
                         if *info.backend_id != *self.backend_id {
                             return Err(SubscriptionEnded::Reset);
                         }
