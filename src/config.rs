@@ -110,6 +110,14 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Batches queued for one live subscriber before it is closed as a slow consumer.
     pub subscriber_queue: usize,
+    /// Bytes a WebSocket reads at a time. Every open socket holds a buffer this large, so it is
+    /// most of an idle connection's memory.
+    pub ws_read_buffer_bytes: usize,
+    /// Outgoing bytes a WebSocket gathers before writing them to the network.
+    pub ws_write_buffer_bytes: usize,
+    /// Most unsent bytes one WebSocket may hold before its connection is closed; at least
+    /// `ws_write_buffer_bytes` plus twice `max_frame_bytes`, so that any one frame fits.
+    pub ws_max_write_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +235,9 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             messages_per_second: 1_000,
             subscriber_queue: 1_024,
+            ws_read_buffer_bytes: 4 * 1024,
+            ws_write_buffer_bytes: 8 * 1024,
+            ws_max_write_buffer_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -339,6 +350,15 @@ impl Config {
         }
         if self.limits.subscriber_queue == 0 {
             return invalid("limits.subscriber_queue", "must be at least 1");
+        }
+        if self.limits.ws_read_buffer_bytes < 256 {
+            return invalid("limits.ws_read_buffer_bytes", "must be at least 256");
+        }
+        if self.limits.ws_max_write_buffer_bytes < self.limits.ws_write_buffer_bytes + 2 * self.limits.max_frame_bytes {
+            return invalid(
+                "limits.ws_max_write_buffer_bytes",
+                "must be at least ws_write_buffer_bytes plus twice max_frame_bytes",
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return invalid("log.level", "is not a valid tracing filter (e.g. `info`, `junction=debug`)");

@@ -28,6 +28,7 @@ struct Inner {
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
     fanout: FanOutMetrics,
+    resident_memory: Gauge,
 }
 
 /// What the Redis fan-out did; all zero on a single instance.
@@ -105,6 +106,12 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
+            resident_memory.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 fanout,
@@ -116,6 +123,7 @@ impl Metrics {
                 commit_group_size,
                 deliveries,
                 slow_consumer_disconnects,
+                resident_memory,
             }),
         }
     }
@@ -171,10 +179,21 @@ impl Metrics {
 
     /// The registry in the Prometheus / OpenMetrics text format.
     pub fn render(&self) -> String {
+        if let Some(bytes) = resident_bytes() {
+            self.inner.resident_memory.set(bytes);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).expect("writing to a String");
         out
     }
+}
+
+/// VmRSS from /proc/self/status: what load tests divide by connections held.
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Keeps a connection counted; decrements the gauge when dropped.

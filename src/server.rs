@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::eventlog::{EventLog, LogOptions, Protocol};
 use crate::fanout::{FanOut, Hub, LocalFanOut, RedisFanOut, RedisOptions};
 use crate::metrics::{ConnectionGuard, Metrics};
+use crate::protocols::shared_frames::SharedFrames;
 use crate::store::Backend;
 
 /// What every request handler can reach.
@@ -36,6 +37,8 @@ pub struct AppState {
     pub tokens: TokenVerifier,
     /// Pocket's collection writers and per-user connection counts.
     pub pocket: crate::protocols::pocket::Pocket,
+    /// Live frames encoded once per batch and shared among subscribers.
+    pub frames: Arc<SharedFrames>,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
     /// The cross-instance fan-out, when `redis.url` is set.
@@ -122,6 +125,7 @@ impl Server {
             metrics,
             shutdown: CancellationToken::new(),
             tokens,
+            frames: Arc::new(SharedFrames::default()),
             tracker: TaskTracker::new(),
             redis,
         };

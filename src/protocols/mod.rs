@@ -4,6 +4,7 @@
 
 pub mod livestore;
 pub mod pocket;
+pub mod shared_frames;
 pub mod socket;
 pub mod synckit;
 

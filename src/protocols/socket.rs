@@ -1,12 +1,15 @@
-//! What every protocol's WebSocket loop shares: one writer task per socket fed by a bounded
-//! outbox, so that replies and live deliveries from several tasks go out in the order they were
-//! queued, and a socket that stops reading makes its producers wait instead of growing memory.
+//! What every protocol's WebSocket loop shares: the socket's limits and buffers
+//! ([`configure`]), and one writer task per socket fed by a bounded outbox, so that replies and
+//! live deliveries from several tasks go out in the order they were queued, and a socket that
+//! stops reading makes its producers wait instead of growing memory.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::config::LimitsConfig;
 
 /// Close codes Junction uses.
 pub mod close_code {
@@ -16,6 +19,24 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// The client fell too far behind, or the store was reset: reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Applies `[limits]` to an upgrade; every protocol's upgrade goes through here.
+///
+/// Buffers: the WebSocket library's defaults (128 KiB to read, 128 KiB to write) would cost
+/// every idle connection a quarter of a megabyte; `ws_read_buffer_bytes` and
+/// `ws_write_buffer_bytes` keep it to a few KiB, and a frame larger than the buffer is still
+/// read and written whole. Message size: the transport refuses (and closes on) messages over
+/// twice `max_frame_bytes`; between the two, protocols answer with their own error and the
+/// socket stays open.
+pub fn configure(upgrade: WebSocketUpgrade, limits: &LimitsConfig) -> WebSocketUpgrade {
+    let message_limit = limits.max_frame_bytes * 2;
+    upgrade
+        .max_message_size(message_limit)
+        .max_frame_size(message_limit)
+        .read_buffer_size(limits.ws_read_buffer_bytes)
+        .write_buffer_size(limits.ws_write_buffer_bytes)
+        .max_write_buffer_size(limits.ws_max_write_buffer_bytes)
 }
 
 /// Frames waiting for one socket. Cheap to clone; every clone feeds the same writer.
@@ -67,9 +88,18 @@ pub fn split(socket: WebSocket, capacity: usize) -> (Outbox, SplitStream<WebSock
     let (mut sink, incoming) = socket.split();
     let (queue, mut queued) = mpsc::channel::<Message>(capacity);
     let writer = tokio::spawn(async move {
-        while let Some(message) = queued.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
+        // Whatever is queued goes into the write buffer before one flush: under load, many
+        // frames per system call instead of one each.
+        'writing: while let Some(message) = queued.recv().await {
+            let mut next = Some(message);
+            while let Some(message) = next.take() {
+                let closing = matches!(message, Message::Close(_));
+                if sink.feed(message).await.is_err() || closing {
+                    break 'writing;
+                }
+                next = queued.try_recv().ok();
+            }
+            if sink.flush().await.is_err() {
                 break;
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! A commit group is one transaction with a fixed number of round trips whatever its size: lock
 //! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, insert every
-//! event through one call of `junction_insert_events`, one `UPDATE` of all heads and one
+//! event through one call of `junction_insert_store_events`, one `UPDATE` of all heads and one
 //! `INSERT` of all change-log rows. The row locks serialize appends to one store across processes; stores
 //! not in the group are untouched.
 
@@ -285,16 +285,26 @@ impl PostgresStore {
 }
 
 /// Every event of the group in one round trip, whatever the number of stores (see the
-/// `junction_insert_events` function in migrations/postgres).
+/// `junction_insert_store_events` function in migrations/postgres): rows grouped by store, each
+/// store's rows in commit order.
 async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&CommittedBatch]) -> StoreResult<()> {
+    let mut by_store: Vec<&CommittedBatch> = batches.to_vec();
+    by_store.sort_by_key(|b| b.store); // stable: a store's batches keep their order
     let mut columns = EventColumns::default();
-    for batch in batches {
-        for event in batch.events.iter() {
-            columns.push(batch.store, event);
+    let (mut stores, mut ends) = (Vec::<i64>::new(), Vec::<i32>::new());
+    for batch in by_store {
+        if stores.last() != Some(&batch.store.0) {
+            stores.push(batch.store.0);
+            ends.push(0);
         }
+        for event in batch.events.iter() {
+            columns.push(event);
+        }
+        *ends.last_mut().expect("a store was pushed") = columns.seq.len() as i32;
     }
-    sqlx::query("SELECT junction_insert_events($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(columns.store)
+    sqlx::query("SELECT junction_insert_store_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(stores)
+        .bind(ends)
         .bind(columns.seq)
         .bind(columns.parent_seq)
         .bind(columns.name)
@@ -336,7 +346,6 @@ async fn insert_changes(
 /// Events as column arrays, the shape `unnest` takes.
 #[derive(Default)]
 struct EventColumns {
-    store: Vec<i64>,
     seq: Vec<i64>,
     parent_seq: Vec<i64>,
     name: Vec<String>,
@@ -348,8 +357,7 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, store: StoreId, event: &Event) {
-        self.store.push(store.0);
+    fn push(&mut self, event: &Event) {
         self.seq.push(to_i64(event.seq));
         self.parent_seq.push(to_i64(event.parent_seq));
         self.name.push(event.body.name.clone());

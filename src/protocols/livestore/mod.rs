@@ -35,6 +35,7 @@ use axum::routing::{any, get};
 
 use crate::config::LiveStoreConfig;
 use crate::eventlog::Protocol;
+use crate::protocols::socket;
 use crate::server::AppState;
 use session::{Grant, SyncParams, Transport};
 
@@ -72,7 +73,7 @@ async fn connect_v03(
         Ok(ticket) => ticket,
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
-    configure(upgrade, &state).on_upgrade(move |socket| async move {
+    socket::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
         ws03::serve(socket, state, params, grant).await;
         drop(ticket);
     })
@@ -104,7 +105,7 @@ pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Respo
                 Ok(ticket) => ticket,
                 Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
             };
-            configure(upgrade, &state).on_upgrade(move |socket| async move {
+            socket::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
                 ws04::serve(socket, state, params, grant).await;
                 drop(ticket);
             })
@@ -127,13 +128,6 @@ fn admit(state: &AppState, query: &HashMap<String, String>) -> Result<(SyncParam
         tracing::info!(store = %params.store_id, %reason, "livestore: refused a connection");
     })?;
     Ok((params, grant))
-}
-
-/// Socket limits: the transport refuses (and closes on) messages over twice the protocol limit;
-/// between the two the protocol answers with its own error and the socket stays open.
-fn configure(upgrade: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
-    let limit = state.config.limits.max_frame_bytes;
-    upgrade.max_message_size(limit * 2).max_frame_size(limit * 2).read_buffer_size(4096).write_buffer_size(4096)
 }
 
 fn preflight(headers: &HeaderMap) -> Response {

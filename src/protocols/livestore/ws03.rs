@@ -28,7 +28,8 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
         tokio::select! {
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = connection.handle(&text).await
+                    // Boxed so that an idle connection's future stays small (see ws04).
+                    if let Some(reply) = Box::pin(connection.handle(&text)).await
                         && !connection.outbox.text(reply.to_json()).await
                     {
                         break;
@@ -160,7 +161,7 @@ async fn run_pull(
         tracing::error!(store = %params.store_id, %error, "livestore 0.3: pull failed");
         Response::Error { request_id: request_id.clone(), message: "Internal error".into() }
     };
-    let mut initial = match InitialPull::start(&state.log, key.clone(), cursor).await {
+    let mut initial = match Box::pin(InitialPull::start(&state.log, key.clone(), cursor)).await {
         Ok(initial) => initial,
         Err(error) => {
             outbox.text(fail(&error).to_json()).await;
@@ -168,7 +169,7 @@ async fn run_pull(
         }
     };
     loop {
-        match initial.next_page(&state.log).await {
+        match Box::pin(initial.next_page(&state.log)).await {
             Ok(Some(page)) => {
                 let frame = Response::PullRes {
                     request_id: request_id.clone(),
@@ -187,24 +188,29 @@ async fn run_pull(
             }
         }
     }
-    let mut subscription = match state.log.subscribe(&key, initial.last_seq()).await {
+    let mut subscription = match Box::pin(state.log.subscribe(&key, initial.last_seq())).await {
         Ok(subscription) => subscription,
         Err(error) => {
             outbox.text(fail(&error).to_json()).await;
             return;
         }
     };
+    // Encoded once per batch and request id, shared by every subscriber (see SharedFrames).
+    let variant = format!("livestore-0.3\n{request_id}");
     loop {
         match subscription.next().await {
             Ok(events) => {
-                for batch in session::paginate(&events) {
-                    let frame = Response::PullRes {
-                        request_id: request_id.clone(),
-                        context: PullContext::Push,
-                        batch,
-                        remaining: 0,
-                    };
-                    if !outbox.text(frame.to_json()).await {
+                let frames = state.frames.get_or_encode(&events, &variant, |events| {
+                    session::paginate(events)
+                        .into_iter()
+                        .map(|batch| {
+                            let request_id = request_id.clone();
+                            Response::PullRes { request_id, context: PullContext::Push, batch, remaining: 0 }.to_json()
+                        })
+                        .collect()
+                });
+                for frame in frames.iter() {
+                    if !outbox.text(frame.clone()).await {
                         return;
                     }
                 }

@@ -38,7 +38,9 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
         tokio::select! {
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    if let Err(reason) = connection.handle(&text, &pull_ended).await {
+                    // Boxed, like every storage call in the socket's long-lived futures: an idle
+                    // connection then holds only what it needs while it waits.
+                    if let Err(reason) = Box::pin(connection.handle(&text, &pull_ended)).await {
                         connection.outbox.close(close_code::PROTOCOL_ERROR, reason).await;
                         break;
                     }
@@ -238,7 +240,7 @@ async fn run_pull(
     ended: mpsc::Sender<&'static str>,
 ) {
     let exit = |exit: Exit| ServerMessage::Exit { request_id: id.clone(), exit }.to_json();
-    let mut initial = match start_pull(&state, &params, &args).await {
+    let mut initial = match Box::pin(start_pull(&state, &params, &args)).await {
         Ok(initial) => initial,
         Err(failure) => {
             outbox.text(exit(failure)).await;
@@ -246,7 +248,7 @@ async fn run_pull(
         }
     };
     loop {
-        match next_response(&state, &params, &mut initial).await {
+        match Box::pin(next_response(&state, &params, &mut initial)).await {
             Ok(Some(page)) => {
                 if !outbox.text(page.encode().chunk_frame(&id)).await {
                     return;
@@ -263,7 +265,7 @@ async fn run_pull(
         outbox.text(exit(Exit::PullComplete)).await;
         return;
     }
-    let mut subscription = match state.log.subscribe(&params.key(), initial.last_seq()).await {
+    let mut subscription = match Box::pin(state.log.subscribe(&params.key(), initial.last_seq())).await {
         Ok(subscription) => subscription,
         Err(error) => {
             tracing::error!(store = %params.store_id, %error, "livestore 0.4: live pull failed");
@@ -271,20 +273,31 @@ async fn run_pull(
             return;
         }
     };
+    // Every subscriber of the store gets the same batches and, with the same request id, the
+    // same frames: encoded by the first, shared by the rest.
+    let variant = format!("livestore-0.4\n{id}\n{}", initial.backend_id);
     loop {
         match subscription.next().await {
             Ok(events) => {
-                for batch in session::paginate(&events) {
-                    let page =
-                        PullResponse { batch, page_info: PageInfo::NoMore, backend_id: initial.backend_id.clone() };
-                    if !outbox.text(page.encode().chunk_frame(&id)).await {
+                let frames = state.frames.get_or_encode(&events, &variant, |events| {
+                    session::paginate(events)
+                        .into_iter()
+                        .map(|batch| {
+                            let backend_id = initial.backend_id.clone();
+                            PullResponse { batch, page_info: PageInfo::NoMore, backend_id }.encode().chunk_frame(&id)
+                        })
+                        .collect()
+                });
+                for frame in frames.iter() {
+                    if !outbox.text(frame.clone()).await {
                         return;
                     }
                 }
             }
             Err(SubscriptionEnded::Reset) => {
                 // The client's history is gone from the server; its default is to reset too.
-                let expected = state.log.info(&params.key()).await.map(|info| info.backend_id).unwrap_or_default();
+                let expected =
+                    Box::pin(state.log.info(&params.key())).await.map(|info| info.backend_id).unwrap_or_default();
                 let received = initial.backend_id.clone();
                 outbox.text(exit(Exit::Failure(SyncError::BackendIdMismatch { expected, received }))).await;
                 return;

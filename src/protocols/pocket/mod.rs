@@ -180,16 +180,10 @@ pub async fn socket_entry(State(state): State<AppState>, request: Request) -> Re
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
     let admitted = admit(&state, token.as_deref());
-    let limit = state.config.limits.max_frame_bytes;
-    upgrade
-        .max_message_size(limit * 2)
-        .max_frame_size(limit * 2)
-        .read_buffer_size(4096)
-        .write_buffer_size(4096)
-        .on_upgrade(move |socket| async move {
-            ws::serve(socket, state, admitted).await;
-            drop(ticket);
-        })
+    crate::protocols::socket::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
+        ws::serve(socket, state, admitted).await;
+        drop(ticket);
+    })
 }
 
 /// Why a WebSocket client is sent away right after the upgrade.

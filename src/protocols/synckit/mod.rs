@@ -90,14 +90,9 @@ async fn connect(
         Ok(ticket) => ticket,
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
-    let limit = state.config.limits.max_frame_bytes.max(config.max_message_bytes);
-    // Messages up to twice the protocol's limit reach the loop, which answers them with the
-    // protocol's own `Message too large`; only beyond that does the WebSocket layer close.
-    let upgrade = upgrade
-        .max_message_size(limit.saturating_mul(2))
-        .max_frame_size(limit.saturating_mul(2))
-        .read_buffer_size(4096)
-        .write_buffer_size(4096);
+    // Messages between `max_message_bytes` and the transport's limit reach the loop, which
+    // answers them with the protocol's own `Message too large`.
+    let upgrade = crate::protocols::socket::configure(upgrade, &state.config.limits);
     upgrade.on_upgrade(move |socket| async move {
         connection::serve(socket, state, rooms, start).await;
         drop(ticket);

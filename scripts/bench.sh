@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: builds Junction and junction-bench in release mode, then for each
+# store (embedded SQLite, a throwaway Postgres) and each protocol the server serves, starts a
+# fresh Junction per scenario, runs the load generator several times and prints the medians as
+# Markdown tables. Every run's JSON line is kept in the output file.
+#
+#   scripts/bench.sh                       # everything, 3 runs each (about an hour)
+#   scripts/bench.sh --quick               # one short run of each scenario, smaller scales
+#   scripts/bench.sh --runs 5 --protocols livestore --stores postgres
+#
+# Load generator and server share the machine; run it on a quiet one (check `uptime`).
+# Needs the Rust toolchain, Node (ports, the summary) and the Postgres server binaries (unless
+# BENCH_POSTGRES_URL names a Postgres where it may create databases).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=3
+quick=0
+protocols="livestore synckit pocket"
+stores="sqlite postgres"
+out="target/bench/results-$(date +%Y%m%d-%H%M%S).jsonl"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs=$2; shift 2 ;;
+    --quick) quick=1; runs=1; shift ;;
+    --protocols) protocols=$2; shift 2 ;;
+    --stores) stores=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[bench.sh] %s\n' "$*" >&2; }
+
+free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+cleanup_actions=()
+cleanup() {
+  local i
+  for ((i = ${#cleanup_actions[@]} - 1; i >= 0; i--)); do eval "${cleanup_actions[i]}" || true; done
+}
+trap cleanup EXIT
+
+# A throwaway Postgres cluster, as scripts/test.sh starts it (fsync on: numbers with durability).
+start_postgres() {
+  local bin dir port run_as=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
+  [ -n "$bin" ] || { log "no Postgres server binaries found (initdb, pg_ctl); install postgresql"; exit 1; }
+  dir=$(mktemp -d /tmp/junction-bench-pg.XXXXXX)
+  port=$(free_port)
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    run_as=(runuser -u postgres --)
+  fi
+  log "starting Postgres ($bin) on 127.0.0.1:$port in $dir"
+  "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; exit 1; }
+  "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=300 -c shared_buffers=256MB" start >/dev/null \
+    || { cat "$dir/server.log" >&2; exit 1; }
+  cleanup_actions+=("${run_as[*]} $bin/pg_ctl -D $dir/data -m immediate stop >/dev/null; rm -rf $dir")
+  BENCH_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# A fresh database URL for one Junction.
+fresh_store_url() {
+  case "$1" in
+    sqlite)
+      local dir
+      dir=$(mktemp -d /tmp/junction-bench-sqlite.XXXXXX)
+      cleanup_actions+=("rm -rf $dir")
+      echo "sqlite://$dir/junction.db"
+      ;;
+    postgres)
+      local name="junction_bench_$(date +%s%N)"
+      psql "$BENCH_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
+      echo "${BENCH_POSTGRES_URL%/*}/$name"
+      ;;
+  esac
+}
+
+server_pid=""
+server_url=""
+start_junction() {
+  stop_junction
+  local port store_url
+  port=$(free_port)
+  store_url=$(fresh_store_url "$1")
+  JUNCTION_SERVER__LISTEN="127.0.0.1:$port" JUNCTION_STORE__URL="$store_url" JUNCTION_LOG__LEVEL=warn \
+    JUNCTION_LIMITS__MAX_CONNECTIONS=200000 target/release/junction >>"$workdir/junction.log" 2>&1 &
+  server_pid=$!
+  server_url="ws://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if node -e "require('http').get('http://127.0.0.1:$port/health',r=>process.exit(r.statusCode==200?0:1)).on('error',()=>process.exit(1))" 2>/dev/null; then
+      return
+    fi
+    sleep 0.1
+  done
+  log "Junction did not start; see $workdir/junction.log"
+  exit 1
+}
+stop_junction() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+}
+
+# run LABEL ARGS...: one scenario, $runs times, each on a fresh Junction; JSON lines to $out.
+run() {
+  local store=$1 protocol=$2; shift 2
+  local i line
+  for i in $(seq 1 "$runs"); do
+    start_junction "$store"
+    log "$store $protocol: $* (run $i of $runs)"
+    if line=$(target/release/junction-bench "$@" --protocol "$protocol" --url "$server_url" \
+      --server-pid "$server_pid" --label "$store" 2>>"$workdir/bench.log" | tail -n 1); then
+      echo "$line" >>"$out"
+    else
+      log "failed; see $workdir/bench.log"
+    fi
+  done
+  stop_junction
+}
+
+# Whether the server speaks the protocol: one tiny push.
+serves() {
+  local ok=0
+  start_junction sqlite
+  target/release/junction-bench push --protocol "$1" --url "$server_url" --clients 1 --seconds 1 \
+    >/dev/null 2>>"$workdir/bench.log" || ok=1
+  stop_junction
+  return $ok
+}
+
+workdir=$(mktemp -d /tmp/junction-bench.XXXXXX)
+cleanup_actions+=("rm -rf $workdir/*.db")
+cleanup_actions+=("stop_junction")
+mkdir -p "$(dirname "$out")"
+ulimit -n "$(ulimit -Hn)"
+fd_limit=$(ulimit -n)
+
+log "building (release)"
+cargo build --release --locked --bins >&2
+
+case " $stores " in *" postgres "*) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_postgres ;; esac
+
+seconds=10; idle_hold=10; subscribers=1000; big_idle=50000
+if [ "$quick" = 1 ]; then seconds=3; idle_hold=2; subscribers=200; big_idle=2000; fi
+# Each connection is a file in both processes; the hard limit caps what one machine can test.
+if [ "$big_idle" -gt $((fd_limit - 200)) ]; then
+  log "the hard limit on open files is $fd_limit: idle runs at $((fd_limit - 200)) connections instead of $big_idle"
+  big_idle=$((fd_limit - 200))
+fi
+small_idle=$((big_idle < 10000 ? big_idle : 10000))
+if [ "$quick" = 1 ]; then small_idle=500; fi
+
+log "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; load: $(uptime | sed 's/.*load average: //')"
+for protocol in $protocols; do
+  if ! serves "$protocol"; then
+    log "$protocol: the server does not serve it (yet); skipped"
+    continue
+  fi
+  for store in $stores; do
+    for n in $small_idle $big_idle; do
+      run "$store" "$protocol" idle --connections "$n" --stores 100 --hold-seconds "$idle_hold"
+    done
+    for batch in 50 1; do
+      run "$store" "$protocol" fanout --subscribers "$subscribers" --rate 200 --max-batch "$batch" --seconds "$seconds"
+    done
+    for clients in 1 16 64; do
+      run "$store" "$protocol" push --clients "$clients" --seconds "$seconds"
+    done
+    run "$store" "$protocol" push --clients 64 --batch 10 --seconds "$seconds"
+  done
+done
+
+log "results: $out"
+node scripts/bench-summary.mjs "$out"
