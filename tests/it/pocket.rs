@@ -841,3 +841,40 @@ async fn pocket_at_the_root_when_configured_beside_livestore_and_the_index() {
     );
     app.stop().await;
 }
+
+/// Two servers on one Postgres, fanned out through Redis: a change pushed through one instance
+/// is broadcast to a follower on the other, with its server sequence, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_reach_followers_on_another_instance() {
+    let redis = crate::cluster::RedisServer::start().await;
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let mut config = test_config(&db);
+    config.redis.url = redis.url();
+    let one = spawn_app_with(config.clone(), db.clone()).await;
+    let two = spawn_app_with(config, db).await;
+    for app in [&one, &two] {
+        crate::cluster::eventually(std::time::Duration::from_secs(30), "the fan-out to subscribe", || async {
+            app.log.fanout().problem().is_none()
+        })
+        .await;
+    }
+    let mut a = Client::connect(&one, None, "A").await;
+    let mut b = Client::connect(&two, None, "B").await;
+    b.pull(&["todos"], json!({}), 100).await;
+    a.pull(&["todos"], json!({}), 100).await;
+    for i in 1..=5u64 {
+        let d = doc(&format!("d{i}"), &format!("1-{i}"), json!({"A": i}), i, json!({"n": i}));
+        let reply = a.push("todos", vec![insert(&d)], i - 1).await;
+        assert_eq!(reply["success"], true, "{reply}");
+        let broadcast = b.next_broadcast().await;
+        assert_eq!(seqs(&broadcast, "todos"), [i], "in order, with the server sequence");
+        assert_eq!(broadcast["changes"]["todos"][0]["document"], d);
+    }
+    let back = doc("from-b", "1-b", json!({"B": 1}), 9, json!({}));
+    b.push("todos", vec![insert(&back)], 5).await;
+    assert_eq!(seqs(&a.next_broadcast().await, "todos"), [6]);
+    a.no_broadcast().await;
+    b.no_broadcast().await;
+    one.stop().await;
+    two.stop().await;
+}
