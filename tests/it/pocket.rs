@@ -841,3 +841,40 @@ async fn pocket_at_the_root_when_configured_beside_livestore_and_the_index() {
     );
     app.stop().await;
 }
+
+/// A follower that stops reading is disconnected (1013) once its queues are full; what it got
+/// before is a gap-free prefix: it is never skipped ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_closed_not_skipped() {
+    let app = app_with(Kind::Sqlite, |config| config.limits.subscriber_queue = 2).await;
+    let (mut follower, _) = tokio_tungstenite::connect_async(ws_url(&app, None)).await.unwrap();
+    let pull = json!({"type": "pull", "id": "f", "collections": ["slow"], "checkpoint": {"sequences": {}}});
+    follower.send(Message::text(pull.to_string())).await.unwrap();
+    assert!(follower.next().await.unwrap().unwrap().to_text().unwrap().contains(r#""id":"f""#));
+    // Now it reads nothing while a writer pushes ~12 MB of changes.
+    let mut writer = Client::connect(&app, None, "W").await;
+    let padding = "x".repeat(10_000);
+    const PUSHES: u64 = 1200;
+    for i in 0..PUSHES {
+        let document = doc(&format!("d{i}"), "1-a", json!({"W": 1}), i, json!({"pad": padding}));
+        assert_eq!(writer.push("slow", vec![insert(&document)], 0).await["success"], true);
+    }
+    let mut seqs = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), follower.next()).await.expect("a frame within 10 s") {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                seqs.extend(
+                    frame["changes"]["slow"].as_array().unwrap().iter().map(|c| c["sequence"].as_u64().unwrap()),
+                );
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1013), "closed as too slow");
+    assert!((seqs.len() as u64) < PUSHES, "it was closed before everything reached it");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
+    writer.ping().await;
+    app.stop().await;
+}
