@@ -96,7 +96,7 @@ pub fn too_large(request_id: Option<&str>, size: usize, limit: usize) -> Refusal
 
 /// Collection names become store names: non-empty, bounded, and free of NUL (which Postgres
 /// text cannot hold).
-fn check_collection(message_type: &str, request_id: &str, name: &str) -> Result<(), Refusal> {
+pub fn check_collection(message_type: &str, request_id: &str, name: &str) -> Result<(), Refusal> {
     let problem = if name.is_empty() {
         "a collection name must not be empty"
     } else if name.len() > MAX_COLLECTION_NAME {
