@@ -434,7 +434,8 @@ mod tests {
         assert!(err.contains("protocols.pocket.path"), "{err}");
         let err = with_toml("[protocols.pocket]\nconflict_strategy = \"newest\"\n").unwrap_err().to_string();
         assert!(err.contains("protocols.pocket.conflict_strategy"), "{err}");
-        let err = with_toml("[protocols.pocket.conflict_strategies]\n\"notes-*\" = \"mine\"\n").unwrap_err().to_string();
+        let err =
+            with_toml("[protocols.pocket.conflict_strategies]\n\"notes-*\" = \"mine\"\n").unwrap_err().to_string();
         assert!(err.contains("protocols.pocket.conflict_strategies") && err.contains("notes-*"), "{err}");
         let err = with_toml("[protocols.pocket]\nauth_failed_close_code = 1000\n").unwrap_err().to_string();
         assert!(err.contains("protocols.pocket.auth_failed_close_code"), "{err}");

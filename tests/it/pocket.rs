@@ -882,3 +882,37 @@ async fn a_follower_that_stops_reading_is_closed_not_skipped() {
     writer.ping().await;
     app.stop().await;
 }
+
+/// A pull-response stays near `limits.max_frame_bytes`: large changes come a few per response,
+/// with `hasMore` and a checkpoint that moves, until all have come, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_responses_are_bounded_in_bytes() {
+    let app = app_with(Kind::Sqlite, |config| config.limits.max_frame_bytes = 4096).await;
+    let mut a = Client::connect(&app, None, "A").await;
+    for i in 0..10 {
+        let document = doc(&format!("d{i}"), "1-a", json!({"A": 1}), i, json!({"pad": "x".repeat(1000)}));
+        assert_eq!(a.push("big", vec![insert(&document)], 0).await["success"], true);
+    }
+    a.push("small", vec![insert(&doc("s", "1-s", json!({"A": 1}), 1, json!({})))], 0).await;
+    let (mut sequences, mut delivered, mut responses) = (json!({}), Vec::new(), 0);
+    loop {
+        let reply = a.pull(&["big", "small"], sequences.clone(), 100).await;
+        responses += 1;
+        assert!(reply.to_string().len() < 2 * 4096, "a response stays near the limit");
+        for collection in ["big", "small"] {
+            delivered.extend(seqs(&reply, collection).into_iter().map(|s| (collection, s)));
+        }
+        let moved = reply["checkpoint"]["sequences"] != sequences;
+        sequences = reply["checkpoint"]["sequences"].clone();
+        if reply["hasMore"] == false {
+            break;
+        }
+        assert!(moved, "hasMore comes with progress");
+    }
+    assert!(responses >= 4, "{responses} responses");
+    let mut expected: Vec<(&str, u64)> = (1..=10).map(|s| ("big", s)).collect();
+    expected.push(("small", 1));
+    delivered.sort();
+    assert_eq!(delivered, expected, "everything once");
+    app.stop().await;
+}
