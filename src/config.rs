@@ -501,6 +501,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("protocols.pocket.path"), "{err}");
+        let err = with_toml("[protocols.pocket]\nconflict_strategy = \"newest\"\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.conflict_strategy"), "{err}");
+        let err =
+            with_toml("[protocols.pocket.conflict_strategies]\n\"notes-*\" = \"mine\"\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.conflict_strategies") && err.contains("notes-*"), "{err}");
+        let err = with_toml("[protocols.pocket]\nauth_failed_close_code = 1000\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.auth_failed_close_code"), "{err}");
+        let ok = with_toml("[protocols.pocket.conflict_strategies]\nsettings = \"server-wins\"\n").unwrap();
+        assert_eq!(ok.protocols.pocket.conflict_strategies["settings"], "server-wins");
     }
 
     #[test]

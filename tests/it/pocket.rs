@@ -773,7 +773,11 @@ async fn bad_input_gets_an_error_reply_writes_nothing_and_the_socket_survives() 
         assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()) && reply["retryable"].is_boolean());
         client.ping().await;
     }
-    assert!(app.log.find_info(&key("c")).await.unwrap().is_none(), "nothing was written, not even a store");
+    // A broadcast follower started by mistake would register its store a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["c", "", "c\u{0}x"] {
+        assert!(app.log.find_info(&key(name)).await.unwrap().is_none(), "nothing was written, not even a store");
+    }
     // Binary frames are read as UTF-8 text, as the reference does.
     let (mut raw, _) = tokio_tungstenite::connect_async(ws_url(&app, None)).await.unwrap();
     raw.send(Message::binary(b"ping".to_vec())).await.unwrap();
@@ -877,4 +881,74 @@ async fn broadcasts_reach_followers_on_another_instance() {
     b.no_broadcast().await;
     one.stop().await;
     two.stop().await;
+
+/// A follower that stops reading is disconnected (1013) once its queues are full; what it got
+/// before is a gap-free prefix: it is never skipped ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_closed_not_skipped() {
+    let app = app_with(Kind::Sqlite, |config| config.limits.subscriber_queue = 2).await;
+    let (mut follower, _) = tokio_tungstenite::connect_async(ws_url(&app, None)).await.unwrap();
+    let pull = json!({"type": "pull", "id": "f", "collections": ["slow"], "checkpoint": {"sequences": {}}});
+    follower.send(Message::text(pull.to_string())).await.unwrap();
+    assert!(follower.next().await.unwrap().unwrap().to_text().unwrap().contains(r#""id":"f""#));
+    // Now it reads nothing while a writer pushes ~12 MB of changes.
+    let mut writer = Client::connect(&app, None, "W").await;
+    let padding = "x".repeat(10_000);
+    const PUSHES: u64 = 1200;
+    for i in 0..PUSHES {
+        let document = doc(&format!("d{i}"), "1-a", json!({"W": 1}), i, json!({"pad": padding}));
+        assert_eq!(writer.push("slow", vec![insert(&document)], 0).await["success"], true);
+    }
+    let mut seqs = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), follower.next()).await.expect("a frame within 10 s") {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                seqs.extend(
+                    frame["changes"]["slow"].as_array().unwrap().iter().map(|c| c["sequence"].as_u64().unwrap()),
+                );
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1013), "closed as too slow");
+    assert!((seqs.len() as u64) < PUSHES, "it was closed before everything reached it");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
+    writer.ping().await;
+    app.stop().await;
+}
+
+/// A pull-response stays near `limits.max_frame_bytes`: large changes come a few per response,
+/// with `hasMore` and a checkpoint that moves, until all have come, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_responses_are_bounded_in_bytes() {
+    let app = app_with(Kind::Sqlite, |config| config.limits.max_frame_bytes = 4096).await;
+    let mut a = Client::connect(&app, None, "A").await;
+    for i in 0..10 {
+        let document = doc(&format!("d{i}"), "1-a", json!({"A": 1}), i, json!({"pad": "x".repeat(1000)}));
+        assert_eq!(a.push("big", vec![insert(&document)], 0).await["success"], true);
+    }
+    a.push("small", vec![insert(&doc("s", "1-s", json!({"A": 1}), 1, json!({})))], 0).await;
+    let (mut sequences, mut delivered, mut responses) = (json!({}), Vec::new(), 0);
+    loop {
+        let reply = a.pull(&["big", "small"], sequences.clone(), 100).await;
+        responses += 1;
+        assert!(reply.to_string().len() < 2 * 4096, "a response stays near the limit");
+        for collection in ["big", "small"] {
+            delivered.extend(seqs(&reply, collection).into_iter().map(|s| (collection, s)));
+        }
+        let moved = reply["checkpoint"]["sequences"] != sequences;
+        sequences = reply["checkpoint"]["sequences"].clone();
+        if reply["hasMore"] == false {
+            break;
+        }
+        assert!(moved, "hasMore comes with progress");
+    }
+    assert!(responses >= 4, "{responses} responses");
+    let mut expected: Vec<(&str, u64)> = (1..=10).map(|s| ("big", s)).collect();
+    expected.push(("small", 1));
+    delivered.sort();
+    assert_eq!(delivered, expected, "everything once");
+    app.stop().await;
 }

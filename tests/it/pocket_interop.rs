@@ -65,3 +65,53 @@ async fn faithful_client_suite(kind: Kind) {
 }
 
 crate::on_both_backends!(faithful_client_suite);
+
+/// The faithful engine keeps working across a restart of Junction on the same port: it sees the
+/// 1001 close, writes while offline, reconnects by itself, pushes what it queued and pulls what
+/// another client wrote meanwhile, ending equal to the server (protocols/pocket/client/scripts/restart.mjs).
+async fn faithful_client_survives_a_restart(kind: Kind) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let db = TestDatabase::new(kind).await;
+    let app = spawn_app_with(test_config(&db), db).await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/pocket/client");
+    let collection = format!("restart-{}", junction::eventlog::new_backend_id());
+    let mut script = tokio::process::Command::new("node")
+        .args(["scripts/restart.mjs", &format!("ws://{}/sync", app.addr), &collection])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await;
+    assert_eq!(ready.ok().and_then(|l| l.ok()).flatten().as_deref(), Some("ready"), "the client got going");
+
+    let app = app.restart_on_same_port().await;
+    let other = serde_json::json!({"type": "push", "id": "other-1", "collection": collection, "changes": [{
+        "operation": "insert", "documentId": "from-other", "document": {"_id": "from-other", "v": 3,
+        "_rev": "1-other", "_updatedAt": 1, "_vclock": {"O": 1}}, "isFromSync": false, "timestamp": 1, "sequence": 1}],
+        "checkpoint": {"sequences": {}, "nodeId": "O"}});
+    let reply: serde_json::Value =
+        reqwest::Client::new().post(app.url("/sync/push")).json(&other).send().await.unwrap().json().await.unwrap();
+    assert_eq!(reply["success"], true);
+
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(90), script.wait_with_output()).await.unwrap().unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(output.status.success(), "restart.mjs failed\n{rest}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        rest.contains(
+            r#"recovered [{"_id":"before","v":"edited offline"},{"_id":"from-other","v":3},{"_id":"offline","v":2}]"#
+        ),
+        "{rest}"
+    );
+    app.stop().await;
+}
+
+crate::on_both_backends!(faithful_client_survives_a_restart);

@@ -14,6 +14,8 @@ use crate::server::AppState;
 pub const MAX_PULL_LIMIT: u64 = 1000;
 /// Most collections one pull may name.
 pub const MAX_PULL_COLLECTIONS: usize = 1000;
+/// What a change adds to a response beyond its stored text (the new `sequence`, separators).
+const CHANGE_OVERHEAD: usize = 32;
 /// Longest collection name, in bytes.
 pub const MAX_COLLECTION_NAME: usize = 512;
 
@@ -96,7 +98,7 @@ pub fn too_large(request_id: Option<&str>, size: usize, limit: usize) -> Refusal
 
 /// Collection names become store names: non-empty, bounded, and free of NUL (which Postgres
 /// text cannot hold).
-fn check_collection(message_type: &str, request_id: &str, name: &str) -> Result<(), Refusal> {
+pub fn check_collection(message_type: &str, request_id: &str, name: &str) -> Result<(), Refusal> {
     let problem = if name.is_empty() {
         "a collection name must not be empty"
     } else if name.len() > MAX_COLLECTION_NAME {
@@ -173,9 +175,14 @@ pub fn readable_collections<'a>(identity: &Identity, pull: &'a Pull) -> Result<V
 /// each with its server sequence; the checkpoint of each is the last sequence returned (else the
 /// client's own value); `hasMore` when some collection has more. Collections the client may not
 /// read are answered as if empty, with its own checkpoint value.
+///
+/// A response also stops growing at about `limits.max_frame_bytes` of changes (always at least
+/// one change, so a `hasMore` comes with progress); the client pulls the rest at once.
 pub async fn pull(state: &AppState, identity: &Identity, pull: &Pull) -> Result<ServerMessage, Refusal> {
     let readable = readable_collections(identity, pull)?;
     let page = pull.page_size(DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT);
+    let budget = state.config.limits.max_frame_bytes;
+    let mut used = 0;
     let mut changes = ChangesByCollection::new();
     let mut sequences = Sequences::new();
     let mut has_more = false;
@@ -188,12 +195,30 @@ pub async fn pull(state: &AppState, identity: &Identity, pull: &Pull) -> Result<
         if !readable.contains(&name.as_str()) {
             continue;
         }
+        if used >= budget {
+            has_more = true; // this one waits for the next pull
+            continue;
+        }
         let mut events = state.log.read(&store_key(name), SeqNum(after), page as u32 + 1).await.map_err(|error| {
             tracing::error!(collection = %name, %error, "pocket: pull failed");
             ErrorMessage::internal_error(Some(&pull.id), now_ms(), "Internal error")
         })?;
         if events.len() as u64 > page {
             events.truncate(page as usize);
+            has_more = true;
+        }
+        let mut fits = 0;
+        for event in &events {
+            let size = event.body.args.get().len() + CHANGE_OVERHEAD;
+            if used > 0 && used + size > budget {
+                break;
+            }
+            used += size;
+            fits += 1;
+        }
+        if fits < events.len() {
+            events.truncate(fits);
+            used = budget;
             has_more = true;
         }
         if let Some(last) = events.last() {

@@ -115,16 +115,29 @@ impl Connection {
             }
             Ok(ClientFrame::Message(ClientMessage::Push(push))) => {
                 self.remember(push.checkpoint.clone());
-                if self.identity.can_read(&push.collection) {
-                    self.follow(&push.collection).await;
+                // Follow only what was pushed successfully, from before the push.
+                let collection = push.collection.clone();
+                let valid = session::check_collection("push", &push.id, &collection).is_ok();
+                let start = if valid && self.identity.can_read(&collection) && !self.follows(&collection) {
+                    self.head_of(&collection).await
+                } else {
+                    None
+                };
+                let reply = session::push(&self.state, &self.identity, &self.session, push).await;
+                if let (Ok(_), Some(start)) = (&reply, start) {
+                    self.follow(&collection, start);
                 }
-                session::push(&self.state, &self.identity, &self.session, push).await
+                reply
             }
             Ok(ClientFrame::Message(ClientMessage::Pull(pull))) => {
                 self.remember(Some(pull.checkpoint.clone()));
                 if let Ok(readable) = session::readable_collections(&self.identity, &pull) {
                     for collection in readable {
-                        self.follow(collection).await;
+                        if !self.follows(collection)
+                            && let Some(start) = self.head_of(collection).await
+                        {
+                            self.follow(collection, start);
+                        }
                     }
                 }
                 session::pull(&self.state, &self.identity, &pull).await
@@ -147,25 +160,30 @@ impl Connection {
         }
     }
 
-    /// Starts broadcasting `collection`'s changes to this client: everything committed after
-    /// this call (the request that started it is answered afterwards). Following a collection
-    /// registers its store (an empty one, as a first push would), so that its first change
-    /// reaches readers who were waiting for it.
-    async fn follow(&mut self, collection: &str) {
-        if self.broadcasts.contains_key(collection) {
-            return;
-        }
-        let head = match self.state.log.head(&store_key(collection)).await {
-            Ok(head) => head,
+    fn follows(&self, collection: &str) -> bool {
+        self.broadcasts.contains_key(collection)
+    }
+
+    /// The collection's head now: where following it starts, read before the request that
+    /// starts it is answered.
+    async fn head_of(&self, collection: &str) -> Option<SeqNum> {
+        match self.state.log.head(&store_key(collection)).await {
+            Ok(head) => Some(head),
             Err(error) => {
                 tracing::warn!(%collection, %error, "pocket: cannot follow a collection");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Starts broadcasting `collection`'s changes committed after `start` to this client.
+    /// Following a collection registers its store (an empty one, as a first push would), so
+    /// that its first change reaches readers who were waiting for it.
+    fn follow(&mut self, collection: &str, start: SeqNum) {
         let task = broadcast(
             self.state.clone(),
             collection.to_owned(),
-            head,
+            start,
             self.session.clone(),
             self.outbox.clone(),
             self.last_checkpoint.clone(),
