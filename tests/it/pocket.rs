@@ -881,6 +881,7 @@ async fn broadcasts_reach_followers_on_another_instance() {
     b.no_broadcast().await;
     one.stop().await;
     two.stop().await;
+}
 
 /// A follower that stops reading is disconnected (1013) once its queues are full; what it got
 /// before is a gap-free prefix: it is never skipped ahead.
