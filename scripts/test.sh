@@ -5,7 +5,9 @@
 # tests need and stops it again on exit:
 #   - the npm packages of the real-client interop suites (npm ci from the committed lockfiles);
 #   - a throwaway Postgres cluster (unless DATABASE_URL or TEST_POSTGRES_URL is given),
-#     run as the `postgres` system user when started as root, since initdb refuses root.
+#     run as the `postgres` system user when started as root, since initdb refuses root;
+#   - redis-server (apt-get, when missing): the scale-out tests start their own Redis processes,
+#     each on its own port, so that a test can stop and restart its Redis.
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh eventlog).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,18 @@ start_postgres() {
   export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+install_redis() {
+  command -v redis-server >/dev/null && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "redis-server not found: install it (apt-get install redis-server) or run this script as root"
+    exit 1
+  fi
+  log "installing redis-server (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+install_redis
+
 if [ -n "${TEST_POSTGRES_URL:-}" ]; then
   log "using Postgres at TEST_POSTGRES_URL"
 elif [ -n "${DATABASE_URL:-}" ]; then
@@ -56,7 +70,8 @@ else
 fi
 # The real client libraries the interop tests drive (lockfiles committed; installed once here so
 # that tests running in parallel never install into the same folder at the same time).
-for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04 protocols/pocket/client; do
+for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04 protocols/pocket/client \
+  protocols/synckit/interop; do
   if [ ! -d "$package/node_modules" ]; then
     log "installing the npm packages of $package"
     (cd "$package" && npm ci --no-audit --no-fund --loglevel=error)

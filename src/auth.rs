@@ -12,22 +12,30 @@
 //! fail to parse). HS256 tokens are checked with `auth.jwt_secret`; RS256 and ES256 tokens with
 //! `auth.jwt_public_key`. `exp` is enforced when present.
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
 
 use crate::config::AuthConfig;
 
 /// What a verified token allows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claims {
-    #[serde(default, alias = "sub")]
+    #[serde(default, alias = "sub", skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     #[serde(default)]
     pub permissions: Permissions,
+    /// Expiry, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Permissions {
     #[serde(default)]
@@ -53,6 +61,11 @@ fn matches_any(patterns: &[String], store: &str) -> bool {
         Some(prefix) => store.starts_with(prefix),
         None => pattern == store,
     })
+}
+
+/// Signs `claims` as an HS256 token with `secret` (what `junction token` prints).
+pub fn mint_hs256(claims: &Claims, secret: &str) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,7 +128,6 @@ impl TokenVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{EncodingKey, Header};
 
     fn verifier() -> TokenVerifier {
         TokenVerifier::from_config(&AuthConfig { jwt_secret: "s3cret".into(), ..AuthConfig::default() }).unwrap()

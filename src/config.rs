@@ -58,6 +58,18 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every Redis key and channel Junction uses.
     pub channel_prefix: String,
+    /// Batches up to this many bytes travel through Redis with their events; larger ones as a
+    /// notice, and the other instances read them from the database.
+    pub inline_max_bytes: usize,
+    /// Messages waiting to be published; beyond this they are dropped (the other instances then
+    /// find the batches in the change log).
+    pub publish_queue: usize,
+    /// While Redis is unreachable, how often (ms) each instance polls the change log for what the
+    /// others committed.
+    pub poll_interval_ms: u64,
+    /// While Redis works, how often (ms) each instance checks the change log for batches Redis did
+    /// not bring (an instance that died between its commit and its publish).
+    pub check_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +123,7 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtocolsConfig {
-    pub synckit: ProtocolConfig,
+    pub synckit: SyncKitConfig,
     pub livestore: LiveStoreConfig,
     pub pocket: ProtocolConfig,
 }
@@ -124,6 +136,28 @@ pub struct ProtocolConfig {
     pub path: String,
     /// Let clients in without a token. Convenient for development, wrong for production.
     pub allow_anonymous: bool,
+}
+
+/// SyncKit (`@synckit-js/sdk`): binary WebSocket frames at `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncKitConfig {
+    pub enabled: bool,
+    /// Path of the WebSocket endpoint (the SDK's `serverUrl` path).
+    pub path: String,
+    /// Authenticate a socket without a token at once, with every permission. The SDK's
+    /// `SyncKit` class cannot send a token (it can put `?token=` in its `serverUrl`).
+    pub allow_anonymous: bool,
+    /// Largest message accepted, in bytes; bigger ones get `Message too large`.
+    pub max_message_bytes: usize,
+    /// Presence not updated for this long is dropped and a leave is broadcast.
+    pub awareness_timeout_secs: u64,
+    /// Longest a broadcast is held back to coalesce writes to a busy document, in ms.
+    pub batch_window_ms: u64,
+    /// Events between two snapshots of a document.
+    pub snapshot_every: u64,
+    /// Refuse `subscribe` outside the reference's demo ids (`playground`, `room:*`, …).
+    pub document_whitelist: bool,
 }
 
 /// LiveStore serves two client generations at two places: 0.3.x always appends `/websocket` to
@@ -162,7 +196,14 @@ impl Default for StoreConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: String::new(), channel_prefix: "junction".into() }
+        RedisConfig {
+            url: String::new(),
+            channel_prefix: "junction".into(),
+            inline_max_bytes: 64 * 1024,
+            publish_queue: 65_536,
+            poll_interval_ms: 200,
+            check_interval_ms: 1_000,
+        }
     }
 }
 
@@ -196,7 +237,17 @@ impl Default for ProtocolsConfig {
             allow_anonymous: true,
             tokens: Vec::new(),
         };
-        ProtocolsConfig { synckit: on("/ws"), livestore, pocket: on("/sync") }
+        let synckit = SyncKitConfig {
+            enabled: true,
+            path: "/ws".into(),
+            allow_anonymous: true,
+            max_message_bytes: 2_000_000,
+            awareness_timeout_secs: 30,
+            batch_window_ms: 50,
+            snapshot_every: 256,
+            document_whitelist: false,
+        };
+        ProtocolsConfig { synckit, livestore, pocket: on("/sync") }
     }
 }
 
@@ -244,6 +295,15 @@ impl Config {
             && !self.redis.url.starts_with("rediss://")
         {
             return invalid("redis.url", "must be empty or start with redis:// or rediss://");
+        }
+        if self.redis.publish_queue == 0 {
+            return invalid("redis.publish_queue", "must be at least 1");
+        }
+        if self.redis.poll_interval_ms == 0 {
+            return invalid("redis.poll_interval_ms", "must be at least 1");
+        }
+        if self.redis.check_interval_ms == 0 {
+            return invalid("redis.check_interval_ms", "must be at least 1");
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections", "must be at least 1");

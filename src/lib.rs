@@ -19,8 +19,9 @@
 //! - [`store`] — where the log lives: embedded SQLite (default) or Postgres, one layout, one
 //!   behaviour.
 //! - [`fanout`] — how committed batches reach live subscribers: a per-process [`fanout::Hub`]
-//!   with bounded per-subscriber queues, behind a [`fanout::FanOut`] transport (in-process now;
-//!   Redis across instances).
+//!   with bounded per-subscriber queues, behind a [`fanout::FanOut`] transport: in-process for
+//!   one instance, Redis pub/sub across instances (with the change log as the safety net), plus
+//!   ephemeral broadcasts (presence) that are never stored.
 //! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
 //! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log

@@ -66,6 +66,26 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print a client token (HS256, signed with `auth.jwt_secret`) for every protocol.
+    Token {
+        /// The token's userId.
+        #[arg(long)]
+        user: String,
+        /// Stores it may read: a name, a prefix ending in `*`, or `*` (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        read: Vec<String>,
+        /// Stores it may write (repeatable).
+        #[arg(long, value_name = "PATTERN")]
+        write: Vec<String>,
+        /// Grant everything (and the event API).
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: u64,
+        #[arg(long)]
+        email: Option<String>,
+    },
     /// Ask a running Junction whether it is ready; exit 0 if it is (for container healthchecks).
     Healthcheck {
         /// Base URL of the server, e.g. http://127.0.0.1:8787
@@ -76,6 +96,21 @@ enum Command {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ExportFormat {
     Ndjson,
+}
+
+/// `30s`, `15m`, `24h`, `7d` (or plain seconds) as seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 24h"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    number.checked_mul(scale).filter(|s| *s > 0).ok_or_else(|| format!("{text:?} is not a positive duration"))
 }
 
 fn main() -> ExitCode {
@@ -112,6 +147,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             });
             server.run(stop).await
+        }
+        Some(Command::Token { user, read, write, admin, ttl, email }) => {
+            anyhow::ensure!(
+                !config.auth.jwt_secret.is_empty(),
+                "auth.jwt_secret is empty: set it (or JUNCTION_AUTH__JWT_SECRET) to sign tokens"
+            );
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let claims = junction::auth::Claims {
+                user_id: Some(user),
+                email,
+                permissions: junction::auth::Permissions { can_read: read, can_write: write, is_admin: admin },
+                exp: Some(now + ttl),
+                iat: Some(now),
+            };
+            println!("{}", junction::auth::mint_hs256(&claims, &config.auth.jwt_secret)?);
+            Ok(())
         }
         Some(Command::Migrate) => {
             let backend = Backend::connect(&config.store).await.context("connecting to the store")?;

@@ -28,6 +28,18 @@ struct Inner {
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
     resident_memory: Gauge,
+    fanout: FanOutMetrics,
+}
+
+/// What the Redis fan-out did; all zero on a single instance.
+#[derive(Default)]
+struct FanOutMetrics {
+    frames_published: Counter,
+    messages_published: Counter,
+    messages_dropped: Counter,
+    messages_received: Counter,
+    bad_frames: Counter,
+    recovered_from_change_log: Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -81,8 +93,28 @@ impl Metrics {
             "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
             resident_memory.clone(),
         );
+        let fanout = FanOutMetrics::default();
+        for (name, help, counter) in [
+            ("fanout_frames_published", "Frames published to Redis", &fanout.frames_published),
+            ("fanout_messages_published", "Messages published to Redis", &fanout.messages_published),
+            (
+                "fanout_messages_dropped",
+                "Messages not published because Redis was unreachable or the queue was full",
+                &fanout.messages_dropped,
+            ),
+            ("fanout_messages_received", "Messages received from other instances", &fanout.messages_received),
+            ("fanout_bad_frames", "Frames from Redis that could not be decoded", &fanout.bad_frames),
+            (
+                "fanout_recovered_from_change_log",
+                "Batches of other instances found in the change log because Redis did not bring them",
+                &fanout.recovered_from_change_log,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         Metrics {
             inner: Arc::new(Inner {
+                fanout,
                 registry,
                 connections,
                 events_appended,
@@ -122,6 +154,27 @@ impl Metrics {
 
     pub fn slow_consumer_disconnected(&self) {
         self.inner.slow_consumer_disconnects.inc();
+    }
+
+    pub fn fanout_published(&self, frames: usize, messages: usize) {
+        self.inner.fanout.frames_published.inc_by(frames as u64);
+        self.inner.fanout.messages_published.inc_by(messages as u64);
+    }
+
+    pub fn fanout_dropped(&self, messages: usize) {
+        self.inner.fanout.messages_dropped.inc_by(messages as u64);
+    }
+
+    pub fn fanout_received(&self, messages: usize) {
+        self.inner.fanout.messages_received.inc_by(messages as u64);
+    }
+
+    pub fn fanout_bad_frame(&self) {
+        self.inner.fanout.bad_frames.inc();
+    }
+
+    pub fn fanout_recovered(&self, batches: usize) {
+        self.inner.fanout.recovered_from_change_log.inc_by(batches as u64);
     }
 
     /// The registry in the Prometheus / OpenMetrics text format.

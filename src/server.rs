@@ -20,7 +20,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::eventlog::{EventLog, LogOptions, Protocol};
-use crate::fanout::{FanOut, Hub, LocalFanOut};
+use crate::fanout::{FanOut, Hub, LocalFanOut, RedisFanOut, RedisOptions};
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::protocols::shared_frames::SharedFrames;
 use crate::store::Backend;
@@ -39,7 +39,8 @@ pub struct AppState {
     pub frames: Arc<SharedFrames>,
     connections: Arc<Semaphore>,
     tracker: TaskTracker,
-    redis: Option<redis::Client>,
+    /// The cross-instance fan-out, when `redis.url` is set.
+    redis: Option<Arc<RedisFanOut>>,
 }
 
 /// Why a new client connection was not admitted.
@@ -79,19 +80,7 @@ impl AppState {
 
     /// Why cross-instance fan-out is unhealthy, if it is. `None` also when Redis is not used.
     pub async fn redis_problem(&self) -> Option<String> {
-        if let Some(problem) = self.log.fanout().problem() {
-            return Some(problem);
-        }
-        let client = self.redis.as_ref()?;
-        let ping = async {
-            let mut connection = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut connection).await
-        };
-        match tokio::time::timeout(Duration::from_secs(2), ping).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some("no answer within 2 s".into()),
-        }
+        self.log.fanout().problem()
     }
 }
 
@@ -109,17 +98,20 @@ impl Server {
         let tokens = TokenVerifier::from_config(&config.auth)?;
         let backend = connect_store(&config).await?;
         let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
-        let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(hub.clone()));
         let redis = if config.redis.url.is_empty() {
             None
         } else {
-            tracing::warn!(
-                "redis.url is set: it is checked by /health/ready, but events are still fanned out \
-                 only within this instance"
-            );
-            Some(redis::Client::open(config.redis.url.as_str()).context("redis.url")?)
+            let options = RedisOptions::from_config(&config.redis).context("redis.url")?;
+            Some(RedisFanOut::new(options, hub.clone(), metrics.clone()))
+        };
+        let fanout: Arc<dyn FanOut> = match &redis {
+            Some(redis) => redis.clone(),
+            None => Arc::new(LocalFanOut::new(hub.clone())),
         };
         let log = EventLog::start(backend, log_options(&config), hub, fanout, metrics.clone());
+        if let Some(redis) = &redis {
+            redis.start(log.clone()).await.context("starting the redis fan-out")?;
+        }
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding server.listen {}", config.server.listen))?;
@@ -159,6 +151,7 @@ impl Server {
         tracing::info!(
             address = %listener.local_addr()?,
             store = state.log.backend_kind(),
+            fanout = if state.redis.is_some() { "redis" } else { "local" },
             "junction is listening"
         );
         let app = crate::http::router(state.clone());
@@ -178,7 +171,14 @@ impl Server {
         if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
             tracing::warn!(open = state.tracker.len(), "connections still open after the grace period");
         }
+        // Stop reading the change log before the event log closes it; publish its last commits after.
+        if let Some(redis) = &state.redis {
+            redis.stop_receiving().await;
+        }
         state.log.shutdown().await;
+        if let Some(redis) = &state.redis {
+            redis.shutdown().await;
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }

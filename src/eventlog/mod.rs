@@ -28,6 +28,7 @@ pub use subscription::{Subscription, SubscriptionEnded};
 
 use crate::fanout::{FanOut, Hub, LiveMessage};
 use crate::metrics::Metrics;
+pub use crate::store::Snapshot;
 use crate::store::{AppendRequest, Backend, Restored};
 
 /// Failures of the event log itself (as opposed to a refused append).
@@ -181,6 +182,20 @@ impl EventLog {
         }
     }
 
+    /// Saves a projection snapshot of the store (a cache of the log; see [`Snapshot`]).
+    pub async fn save_snapshot(&self, key: &StoreKey, snapshot: &Snapshot) -> Result<(), EventLogError> {
+        let id = self.store_id(key).await?;
+        Ok(self.inner.backend.save_snapshot(id, snapshot).await?)
+    }
+
+    /// The store's snapshot, if it has one made for its current backend id.
+    pub async fn load_snapshot(&self, key: &StoreKey) -> Result<Option<Snapshot>, EventLogError> {
+        let Some(id) = self.existing_store_id(key).await? else { return Ok(None) };
+        let Some(snapshot) = self.inner.backend.load_snapshot(id).await? else { return Ok(None) };
+        let info = self.inner.backend.info(id).await?;
+        Ok((snapshot.backend_id == info.backend_id && snapshot.seq <= info.head).then_some(snapshot))
+    }
+
     /// Up to `limit` events with seq > `after`, in seq order. An unknown store reads as empty.
     pub async fn read(&self, key: &StoreKey, after: SeqNum, limit: u32) -> Result<Vec<Event>, EventLogError> {
         match self.existing_store_id(key).await? {
@@ -227,6 +242,22 @@ impl EventLog {
     /// Up to `limit` entries of the sequenced change log after `after` (start at 0).
     pub async fn read_changes(&self, after: ChangePos, limit: u32) -> Result<Vec<Change>, EventLogError> {
         Ok(self.inner.backend.read_changes(after, limit).await?)
+    }
+
+    /// The last change-log position handed out: every committed batch is at or before it.
+    pub async fn change_log_head(&self) -> Result<ChangePos, EventLogError> {
+        Ok(self.inner.backend.change_log_head().await?)
+    }
+
+    /// Up to `limit` change-log entries with `after` < position ≤ `up_to`, in order, with the
+    /// store ids and backend ids that subscriptions work with (for the fan-out's gap filling).
+    pub async fn read_change_marks(
+        &self,
+        after: ChangePos,
+        up_to: ChangePos,
+        limit: u32,
+    ) -> Result<Vec<ChangeMark>, EventLogError> {
+        Ok(self.inner.backend.read_change_marks(after, up_to, limit).await?)
     }
 
     /// Removes every event of the store and gives it a new backend id. Live subscribers of the

@@ -263,6 +263,17 @@ pub struct Change {
     pub created_at: String,
 }
 
+/// Where a change-log entry left its store: enough for a subscriber to know whether it is behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeMark {
+    pub position: ChangePos,
+    pub store: StoreId,
+    /// The store's backend id now (a reset deletes the store's change-log entries, so an entry
+    /// that is still there belongs to the current history).
+    pub backend_id: Arc<str>,
+    pub last_seq: SeqNum,
+}
+
 /// Metadata of one store.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreInfo {

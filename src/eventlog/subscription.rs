@@ -77,18 +77,15 @@ impl Subscription {
                         return Err(SubscriptionEnded::Reset);
                     }
                 }
-                LiveMessage::Batch(batch) => {
-                    if batch.backend_id != self.backend_id {
-                        // Either a late batch from before a reset we already saw, or the store
-                        // was reset under us; storage tells which.
-                        let info =
-                            Box::pin(self.log.inner.backend.info(self.store)).await.map_err(EventLogError::from)?;
-                        if *info.backend_id != *self.backend_id {
-                            return Err(SubscriptionEnded::Reset);
-                        }
+                LiveMessage::Advanced { backend_id, head, .. } => {
+                    if !self.same_history(backend_id).await? || *head <= self.cursor {
                         continue;
                     }
-                    if batch.last_seq() <= self.cursor {
+                    // The events are in storage only.
+                    self.catching_up = true;
+                }
+                LiveMessage::Batch(batch) => {
+                    if !self.same_history(&batch.backend_id).await? || batch.last_seq() <= self.cursor {
                         continue;
                     }
                     if batch.prev_head > self.cursor {
@@ -105,6 +102,21 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Whether a live message with `backend_id` belongs to the history this subscription follows.
+    /// Another id is either a late message from before a reset we already saw (skip it), or the
+    /// store was reset under us (the subscription ends); storage tells which.
+    async fn same_history(&self, backend_id: &Arc<str>) -> Result<bool, SubscriptionEnded> {
+        if *backend_id == self.backend_id {
+            return Ok(true);
+        }
+        // Boxed for the same reason as the catch-up read in `next_unmetered`.
+        let info = Box::pin(self.log.inner.backend.info(self.store)).await.map_err(EventLogError::from)?;
+        if *info.backend_id != *self.backend_id {
+            return Err(SubscriptionEnded::Reset);
+        }
+        Ok(false)
     }
 
     /// One page from storage, or `None` when storage has nothing more (catch-up is over).

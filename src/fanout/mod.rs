@@ -2,22 +2,44 @@
 //!
 //! Two halves. The [`Hub`] is this process's registry of live subscribers, keyed by store, each
 //! with its own bounded queue. A [`FanOut`] carries every committed batch to the hubs of all
-//! instances: [`LocalFanOut`] hands it straight to the local hub (one instance); a Redis
-//! implementation publishes it so that every instance's hub receives it.
+//! instances: [`LocalFanOut`] hands it straight to the local hub (one instance);
+//! [`RedisFanOut`] also publishes it through Redis so that every instance's hub receives it.
 //!
 //! The fan-out is only the fast path. Subscribers never trust it for completeness: they detect a
 //! gap (a batch whose previous head is beyond their cursor) and fill it from storage, and they
 //! drop what they already have. That is what makes delivery exact even when a transport loses,
-//! repeats or reorders messages.
+//! repeats or reorders messages. What a lossy transport cannot do by itself is tell a subscriber
+//! that *something* happened when the message that would have said so is lost: the Redis fan-out
+//! covers that with the sequenced change log (see [`RedisFanOut`]).
+//!
+//! # Ephemeral messages
+//!
+//! Some things are broadcast but never stored: presence (SyncKit awareness), cursors, "typing…".
+//! [`FanOut::publish_ephemeral`] sends bytes on a *topic* to the subscribers of that topic on
+//! every instance, this one included; [`FanOut::subscribe_ephemeral`] subscribes to a topic on
+//! this instance. Delivery is best effort and at most once: a message published while Redis is
+//! unreachable reaches only this instance's subscribers, and a subscriber that falls behind is
+//! told how many it missed ([`Missed`]). Protocols name their topics `<protocol>:<…>` (for
+//! example `synckit:awareness:<document>`) so they never collide, and put whatever they need to
+//! recognise their own messages (a connection id) in the payload.
+
+mod ephemeral;
+mod redis;
+mod watermark;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::eventlog::{CommittedBatch, StoreId};
+use crate::eventlog::{CommittedBatch, SeqNum, StoreId};
 use crate::metrics::Metrics;
+
+pub use ephemeral::{EphemeralFeed, Missed};
+pub use redis::{RedisFanOut, RedisOptions};
 
 /// What travels from a committing instance to the subscribers of a store.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,21 +50,37 @@ pub enum LiveMessage {
         store: StoreId,
         backend_id: Arc<str>,
     },
+    /// The store's events up to `head` are committed, but they travel separately: a subscriber
+    /// behind `head` reads them from storage. Stands for a batch too large to carry through
+    /// Redis, or one that the transport lost and the change log revealed.
+    Advanced {
+        store: StoreId,
+        backend_id: Arc<str>,
+        head: SeqNum,
+    },
 }
 
 impl LiveMessage {
     pub fn store(&self) -> StoreId {
         match self {
             LiveMessage::Batch(batch) => batch.store,
-            LiveMessage::Reset { store, .. } => *store,
+            LiveMessage::Reset { store, .. } | LiveMessage::Advanced { store, .. } => *store,
         }
     }
 }
 
-/// Carries committed batches to the hubs of every instance.
+/// Carries committed batches (and ephemeral messages) to the hubs of every instance.
 pub trait FanOut: Send + Sync + 'static {
     /// Called after a batch is committed, in commit order per store. Must not block.
     fn publish(&self, message: Arc<LiveMessage>);
+
+    /// Sends `payload` to the subscribers of `topic` on every instance, this one included. Never
+    /// stored; best effort (see the module docs). Must not block.
+    fn publish_ephemeral(&self, topic: &str, payload: Bytes);
+
+    /// Subscribes to `topic` on this instance: every ephemeral message published on it from now
+    /// on, by any instance. Dropping the feed unsubscribes.
+    fn subscribe_ephemeral(&self, topic: &str) -> EphemeralFeed;
 
     /// Why the fan-out is degraded, for `/health/ready`; `None` when healthy.
     fn problem(&self) -> Option<String> {
@@ -65,13 +103,22 @@ impl FanOut for LocalFanOut {
     fn publish(&self, message: Arc<LiveMessage>) {
         self.hub.deliver(&message);
     }
+
+    fn publish_ephemeral(&self, topic: &str, payload: Bytes) {
+        self.hub.deliver_ephemeral(topic, payload);
+    }
+
+    fn subscribe_ephemeral(&self, topic: &str) -> EphemeralFeed {
+        self.hub.subscribe_ephemeral(topic)
+    }
 }
 
-/// The live subscribers of this process, by store.
+/// The live subscribers of this process: of stores, and of ephemeral topics.
 pub struct Hub {
     stores: Mutex<HashMap<StoreId, Vec<Slot>>>,
     next_slot: AtomicU64,
     queue_len: usize,
+    topics: Arc<ephemeral::Topics>,
     metrics: Metrics,
 }
 
@@ -84,7 +131,23 @@ struct Slot {
 impl Hub {
     /// `queue_len` bounds how many messages one subscriber may have waiting.
     pub fn new(queue_len: usize, metrics: Metrics) -> Arc<Hub> {
-        Arc::new(Hub { stores: Mutex::new(HashMap::new()), next_slot: AtomicU64::new(0), queue_len, metrics })
+        Arc::new(Hub {
+            stores: Mutex::new(HashMap::new()),
+            next_slot: AtomicU64::new(0),
+            queue_len,
+            topics: ephemeral::Topics::new(queue_len),
+            metrics,
+        })
+    }
+
+    /// Subscribes to an ephemeral topic in this process (see [`FanOut::subscribe_ephemeral`]).
+    pub fn subscribe_ephemeral(&self, topic: &str) -> EphemeralFeed {
+        self.topics.subscribe(topic)
+    }
+
+    /// Hands an ephemeral message to this process's subscribers of `topic`.
+    pub fn deliver_ephemeral(&self, topic: &str, payload: Bytes) {
+        self.topics.deliver(topic, payload);
     }
 
     /// Registers a live subscriber of `store`. It receives every message delivered from now on,

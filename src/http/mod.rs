@@ -46,7 +46,7 @@ fn index(state: &AppState) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "store": state.log.backend_kind(),
         "protocols": {
-            "synckit": describe(&protocols.synckit),
+            "synckit": {"enabled": protocols.synckit.enabled, "path": protocols.synckit.path},
             "livestore": {"enabled": livestore.enabled, "path": livestore.path, "rpc_path": livestore.rpc_path},
             "pocket": describe(&protocols.pocket),
         },

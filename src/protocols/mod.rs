@@ -18,5 +18,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     if state.config.protocols.livestore.enabled {
         router = router.merge(livestore::router(&state.config.protocols.livestore));
     }
+    if state.config.protocols.synckit.enabled {
+        router = router.merge(synckit::router(state));
+    }
     router
 }

@@ -51,11 +51,36 @@ impl Outbox {
         self.queue.send(Message::Text(text.into())).await.is_ok()
     }
 
+    /// Queues any frame, waiting while the queue is full; `false` when the socket is gone.
+    pub async fn send(&self, message: Message) -> bool {
+        self.queue.send(message).await.is_ok()
+    }
+
+    /// Queues a frame without waiting, for producers that must never block on one socket
+    /// (a broadcast to many): a full queue means the socket's reader has fallen behind.
+    pub fn offer(&self, message: Message) -> Offered {
+        match self.queue.try_send(message) {
+            Ok(()) => Offered::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Offered::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offered::Closed,
+        }
+    }
+
     /// Queues a close frame; the writer stops after sending it.
     pub async fn close(&self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
         let _ = self.queue.send(Message::Close(Some(frame))).await;
     }
+}
+
+/// What [`Outbox::offer`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    Queued,
+    /// The queue is full; the frame was dropped.
+    Full,
+    /// The socket is gone.
+    Closed,
 }
 
 /// Splits a socket into its incoming stream, an outbox and the writer task that drains it.

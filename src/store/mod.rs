@@ -22,7 +22,8 @@ use crate::config::StoreConfig;
 use sqlx::Row;
 
 use crate::eventlog::{
-    AppendBatch, Change, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo, StoreKey,
+    AppendBatch, Change, ChangeMark, ChangePos, CommittedBatch, Event, EventBody, Protocol, SeqNum, StoreId, StoreInfo,
+    StoreKey,
 };
 
 pub use postgres::PostgresStore;
@@ -97,6 +98,21 @@ impl Backend {
         dispatch!(self, store => store.read_changes(after, limit).await)
     }
 
+    /// The last change-log position handed out.
+    pub async fn change_log_head(&self) -> StoreResult<ChangePos> {
+        dispatch!(self, store => store.change_log_head().await)
+    }
+
+    /// Up to `limit` change-log entries with `after` < position ≤ `up_to`, in order.
+    pub async fn read_change_marks(
+        &self,
+        after: ChangePos,
+        up_to: ChangePos,
+        limit: u32,
+    ) -> StoreResult<Vec<ChangeMark>> {
+        dispatch!(self, store => store.read_change_marks(after, up_to, limit).await)
+    }
+
     /// Commits a group of appends in one transaction. Requests for the same store are applied in
     /// the order given; a request whose check fails writes nothing and does not affect the others.
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
@@ -124,6 +140,15 @@ impl Backend {
         dispatch!(self, store => store.reset(id, backend_id).await)
     }
 
+    /// Keeps `snapshot` unless the stored one is newer for the same backend id.
+    pub async fn save_snapshot(&self, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
+        dispatch!(self, store => store.save_snapshot(id, snapshot).await)
+    }
+
+    pub async fn load_snapshot(&self, id: StoreId) -> StoreResult<Option<Snapshot>> {
+        dispatch!(self, store => store.load_snapshot(id).await)
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         dispatch!(self, store => store.ping().await)
     }
@@ -131,6 +156,20 @@ impl Backend {
     pub async fn close(&self) {
         dispatch!(self, store => store.close().await)
     }
+}
+
+/// A protocol's folded state of one store up to `seq` (see migrations: `snapshots`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The store's backend id when the snapshot was made; another id means it is stale.
+    pub backend_id: String,
+    pub seq: SeqNum,
+    pub body: String,
+}
+
+/// Reads one snapshot row.
+pub(crate) fn snapshot_from_row<R: StoreRow>(row: &R) -> StoreResult<Snapshot> {
+    Ok(Snapshot { backend_id: row.text("backend_id")?, seq: SeqNum(row.int("seq")? as u64), body: row.text("body")? })
 }
 
 /// What a restore did.
@@ -326,6 +365,19 @@ pub(crate) fn change_from_row<R: StoreRow>(row: &R) -> StoreResult<Change> {
         last_seq: SeqNum(last_seq as u64),
         event_count: event_count as u64,
         created_at: row.text("created_at")?,
+    })
+}
+
+/// Reads a change-log row joined with its store's backend id.
+pub(crate) fn change_mark_from_row<R: StoreRow>(row: &R) -> StoreResult<ChangeMark> {
+    let position = row.int("position")?;
+    let store = row.int("store_id")?;
+    let last_seq = row.int("last_seq")?;
+    Ok(ChangeMark {
+        position: ChangePos(position as u64),
+        store: StoreId(store),
+        backend_id: row.text("backend_id")?.into(),
+        last_seq: SeqNum(last_seq as u64),
     })
 }
 

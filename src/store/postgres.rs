@@ -12,12 +12,14 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, Restored, StoreResult, change_from_row, decide, event_from_row, locked_head,
-    materialize, restored_batch, store_info, stores_in_lock_order, to_i64,
+    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide,
+    event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order,
+    to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
-    Change, ChangePos, CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id, now_rfc3339,
+    Change, ChangeMark, ChangePos, CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id,
+    now_rfc3339,
 };
 
 pub struct PostgresStore {
@@ -107,6 +109,30 @@ impl PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(change_from_row).collect()
+    }
+
+    pub async fn change_log_head(&self) -> StoreResult<ChangePos> {
+        let position: i64 =
+            sqlx::query_scalar("SELECT position FROM change_log_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok(ChangePos(position as u64))
+    }
+
+    pub async fn read_change_marks(
+        &self,
+        after: ChangePos,
+        up_to: ChangePos,
+        limit: u32,
+    ) -> StoreResult<Vec<ChangeMark>> {
+        let rows = sqlx::query(
+            "SELECT c.position, c.store_id, c.last_seq, s.backend_id FROM changes c JOIN stores s ON s.id = c.store_id \
+             WHERE c.position > $1 AND c.position <= $2 ORDER BY c.position LIMIT $3",
+        )
+        .bind(after.0 as i64)
+        .bind(up_to.0 as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_mark_from_row).collect()
     }
 
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
@@ -215,12 +241,38 @@ impl PostgresStore {
         sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(id.0).fetch_one(&mut *tx).await?;
         sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM changes WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM snapshots WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = $1 WHERE id = $2")
             .bind(backend_id)
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
         tx.commit().await
+    }
+
+    pub async fn save_snapshot(&self, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO snapshots (store_id, backend_id, seq, body, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (store_id) DO UPDATE SET backend_id = excluded.backend_id, seq = excluded.seq, \
+             body = excluded.body, created_at = excluded.created_at WHERE excluded.seq > snapshots.seq \
+             OR excluded.backend_id <> snapshots.backend_id",
+        )
+        .bind(id.0)
+        .bind(&snapshot.backend_id)
+        .bind(to_i64(snapshot.seq))
+        .bind(&snapshot.body)
+        .bind(now_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn load_snapshot(&self, id: StoreId) -> StoreResult<Option<Snapshot>> {
+        let row = sqlx::query("SELECT backend_id, seq, body FROM snapshots WHERE store_id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| snapshot_from_row(&row)).transpose()
     }
 
     pub async fn ping(&self) -> StoreResult<()> {

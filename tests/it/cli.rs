@@ -91,3 +91,42 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert!(log.contains("shutdown complete"), "{log}");
     assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "log.format = json: {log}");
 }
+
+#[test]
+fn token_mints_a_jwt_that_junction_accepts() {
+    use junction::auth::TokenVerifier;
+    use junction::config::AuthConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_AUTH__JWT_SECRET", "cli-secret")
+        .args(["token", "--user", "u7", "--read", "doc-*", "--write", "doc-1", "--ttl", "2h"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let verifier =
+        TokenVerifier::from_config(&AuthConfig { jwt_secret: "cli-secret".into(), ..AuthConfig::default() }).unwrap();
+    let claims = verifier.verify(token.trim()).unwrap();
+    assert_eq!(claims.user_id.as_deref(), Some("u7"));
+    assert!(claims.can_read("doc-9") && !claims.can_read("other"));
+    assert!(claims.can_write("doc-1") && !claims.can_write("doc-2"));
+    assert!(!claims.permissions.is_admin);
+    let lifetime = claims.exp.unwrap() - claims.iat.unwrap();
+    assert_eq!(lifetime, 7200);
+    let other =
+        TokenVerifier::from_config(&AuthConfig { jwt_secret: "another".into(), ..AuthConfig::default() }).unwrap();
+    assert!(other.verify(token.trim()).is_err(), "signed with the configured secret only");
+
+    let output = junction().current_dir(dir.path()).args(["token", "--user", "u7"]).output().unwrap();
+    assert!(!output.status.success(), "no secret, no token");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"));
+    let output = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_AUTH__JWT_SECRET", "cli-secret")
+        .args(["token", "--user", "u7", "--ttl", "soon"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a bad --ttl is refused");
+}

@@ -878,7 +878,7 @@ fn exact_error_texts() {
             r#"{"error":"Invalid message type: x","details":{"code":"INVALID_MESSAGE"}}"#,
         ),
         (
-            ErrorMessage::message_too_large(2_000_001),
+            ErrorMessage::message_too_large(2_000_001, 2_000_000),
             r#"{"error":"Message too large (2000001 bytes, max 2000000)","details":{"code":"INVALID_MESSAGE"}}"#,
         ),
         (

@@ -1044,8 +1044,8 @@ impl ErrorMessage {
         Self::coded(format!("Invalid message type: {type_name}"), ErrorCode::InvalidMessage)
     }
     /// `Message too large (<n> bytes, max 2000000)` + `{code:"INVALID_MESSAGE"}`.
-    pub fn message_too_large(size: usize) -> Self {
-        Self::coded(format!("Message too large ({size} bytes, max {MAX_MESSAGE_SIZE})"), ErrorCode::InvalidMessage)
+    pub fn message_too_large(size: usize, max: usize) -> Self {
+        Self::coded(format!("Message too large ({size} bytes, max {max})"), ErrorCode::InvalidMessage)
     }
     /// `Too many messages. Please slow down.` + `{code:"RATE_LIMIT_EXCEEDED"}`.
     pub fn rate_limited() -> Self {

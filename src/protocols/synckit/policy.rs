@@ -1,8 +1,6 @@
 //! Pure validation rules, limits and constants of the reference server (§3.1, §3.2, §3.8–3.11).
 //! No clocks are read: callers pass `now_ms`.
 
-use std::collections::VecDeque;
-
 use super::message::ErrorMessage;
 use super::raw::js_len;
 
@@ -81,41 +79,8 @@ pub fn demo_whitelist_allows(document_id: &str) -> bool {
 
 /// The size check of §3.10. `js_chars` is the message's size in JS string units; UTF-8 byte
 /// length is never smaller, so checking a frame's byte length is at least as strict.
-pub fn check_message_size(js_chars: usize) -> Result<(), ErrorMessage> {
-    if js_chars > MAX_MESSAGE_SIZE { Err(ErrorMessage::message_too_large(js_chars)) } else { Ok(()) }
-}
-
-/// The per-connection sliding-window rate limiter of §3.10: a message is allowed if fewer than
-/// `max` messages were *allowed* in the last 60 s; rejected messages are not counted.
-#[derive(Debug, Clone)]
-pub struct RateLimiter {
-    max: usize,
-    window_ms: i64,
-    recent: VecDeque<i64>,
-}
-
-impl RateLimiter {
-    pub fn new(max_per_minute: usize) -> Self {
-        RateLimiter { max: max_per_minute, window_ms: RATE_LIMIT_WINDOW_MS, recent: VecDeque::new() }
-    }
-
-    /// Records and allows the message, or returns [`ErrorMessage::rate_limited`].
-    pub fn check(&mut self, now_ms: i64) -> Result<(), ErrorMessage> {
-        while self.recent.front().is_some_and(|&t| now_ms - t >= self.window_ms) {
-            self.recent.pop_front();
-        }
-        if self.recent.len() >= self.max {
-            return Err(ErrorMessage::rate_limited());
-        }
-        self.recent.push_back(now_ms);
-        Ok(())
-    }
-}
-
-impl Default for RateLimiter {
-    fn default() -> Self {
-        RateLimiter::new(DEFAULT_MAX_MESSAGES_PER_MINUTE)
-    }
+pub fn check_message_size(size: usize, max: usize) -> Result<(), ErrorMessage> {
+    if size > max { Err(ErrorMessage::message_too_large(size, max)) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -158,20 +123,10 @@ mod tests {
 
     #[test]
     fn size_limit() {
-        assert!(check_message_size(2_000_000).is_ok());
-        assert_eq!(check_message_size(2_000_001).unwrap_err().error, "Message too large (2000001 bytes, max 2000000)");
-    }
-
-    #[test]
-    fn rate_limiter_sliding_window() {
-        let mut rl = RateLimiter::new(3);
-        assert!(rl.check(0).is_ok());
-        assert!(rl.check(10).is_ok());
-        assert!(rl.check(20).is_ok());
-        assert_eq!(rl.check(30), Err(ErrorMessage::rate_limited()));
-        assert_eq!(rl.check(59_999), Err(ErrorMessage::rate_limited()));
-        assert!(rl.check(60_000).is_ok(), "the message at t=0 left the window");
-        assert_eq!(rl.check(60_005), Err(ErrorMessage::rate_limited()));
-        assert!(rl.check(60_010).is_ok());
+        assert!(check_message_size(2_000_000, MAX_MESSAGE_SIZE).is_ok());
+        assert_eq!(
+            check_message_size(2_000_001, MAX_MESSAGE_SIZE).unwrap_err().error,
+            "Message too large (2000001 bytes, max 2000000)"
+        );
     }
 }
