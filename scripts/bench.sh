@@ -149,7 +149,7 @@ cargo build --release --locked --bins >&2
 
 case " $stores " in *" postgres "*) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_postgres ;; esac
 
-seconds=10; idle_hold=10; subscribers=1000; big_idle=50000
+seconds=10; idle_hold=5; subscribers=1000; big_idle=50000
 if [ "$quick" = 1 ]; then seconds=3; idle_hold=2; subscribers=200; big_idle=2000; fi
 # Each connection is a file in both processes; the hard limit caps what one machine can test.
 if [ "$big_idle" -gt $((fd_limit - 200)) ]; then

@@ -110,8 +110,9 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Batches queued for one live subscriber before it is closed as a slow consumer.
     pub subscriber_queue: usize,
-    /// Bytes a WebSocket reads at a time. Every open socket holds a buffer this large, so it is
-    /// most of an idle connection's memory.
+    /// Bytes a WebSocket reads at a time. Every open socket holds a buffer this large (a larger
+    /// message still arrives whole, read in several steps), so it weighs on every idle
+    /// connection's memory.
     pub ws_read_buffer_bytes: usize,
     /// Outgoing bytes a WebSocket gathers before writing them to the network.
     pub ws_write_buffer_bytes: usize,
@@ -235,7 +236,7 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             messages_per_second: 1_000,
             subscriber_queue: 1_024,
-            ws_read_buffer_bytes: 4 * 1024,
+            ws_read_buffer_bytes: 2 * 1024,
             ws_write_buffer_bytes: 8 * 1024,
             ws_max_write_buffer_bytes: 64 * 1024 * 1024,
         }

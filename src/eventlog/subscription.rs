@@ -109,7 +109,8 @@ impl Subscription {
         if *backend_id == self.backend_id {
             return Ok(true);
         }
-        let info = self.log.inner.backend.info(self.store).await.map_err(EventLogError::from)?;
+        // Boxed for the same reason as the catch-up read in `next_unmetered`.
+        let info = Box::pin(self.log.inner.backend.info(self.store)).await.map_err(EventLogError::from)?;
         if *info.backend_id != *self.backend_id {
             return Err(SubscriptionEnded::Reset);
         }

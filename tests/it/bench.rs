@@ -69,3 +69,24 @@ async fn idle_holds_connections_and_reads_memory_from_metrics() {
     assert!(count(&report, "server_rss_after") > 0, "{report}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synckit_fanout_and_push_count_correctly() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let args = ["fanout", "--protocol", "synckit", "--subscribers", "3", "--writers", "2", "--rate", "40"];
+    let report =
+        bench(&app, &[&args[..], &["--max-batch", "3", "--seconds", "1", "--drain-seconds", "10"]].concat()).await;
+    let publishes = count(&report, "publishes");
+    assert!(publishes > 0, "{report}");
+    // SyncKit sends one delta per field, and every event is its own field.
+    assert_eq!(count(&report, "deliveries"), 3 * publishes, "{report}");
+    assert_eq!(count(&report, "frames"), 3 * publishes, "{report}");
+    assert_eq!(count(&report, "lost"), 0, "{report}");
+    assert_eq!(count(&report, "duplicated"), 0, "{report}");
+
+    let report =
+        bench(&app, &["push", "--protocol", "synckit", "--clients", "2", "--batch", "2", "--seconds", "1"]).await;
+    assert!(count(&report, "acknowledged") > 0, "{report}");
+    assert_eq!(count(&report, "acknowledged"), 2 * count(&report, "writes"), "{report}");
+    app.stop().await;
+}

@@ -9,6 +9,8 @@
 //! - `push`: C clients on separate stores, each writing as fast as acknowledgements return;
 //!   acknowledged events per second and ack latency.
 //! - `append`: the event log in-process, without the network (W writers on separate stores).
+//! - `scale-out`: LiveStore 0.3 live delivery through several instances, local and cross-instance
+//!   latency (see `scale_out`).
 //!
 //! Every published event carries a mark — its writer, its number in that writer's sequence and
 //! the time it was sent — which is how subscribers count losses, duplicates and latency. Load
@@ -25,6 +27,7 @@ mod mark;
 mod net;
 mod push;
 mod report;
+mod scale_out;
 mod server_memory;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -48,6 +51,21 @@ enum Mode {
     Push(push::PushArgs),
     /// The event log's append path in-process (no network).
     Append(append::AppendArgs),
+    /// Live delivery latency and rate through one or several instances (LiveStore 0.3).
+    ScaleOut {
+        /// Base URL of an instance, e.g. ws://127.0.0.1:8787 (repeat for each instance).
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        stores: usize,
+        /// Events appended per second, over all stores.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 /// The wire protocol a run speaks.
@@ -106,5 +124,8 @@ async fn main() -> anyhow::Result<()> {
         Mode::Fanout(args) => fanout::run(args).await,
         Mode::Push(args) => push::run(args).await,
         Mode::Append(args) => append::run(args).await,
+        Mode::ScaleOut { urls, subscribers, stores, rate, seconds } => {
+            scale_out::run(urls, subscribers, stores, rate, seconds).await
+        }
     }
 }

@@ -90,9 +90,12 @@ async fn connect(
         Ok(ticket) => ticket,
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
-    // Messages between `max_message_bytes` and the transport's limit reach the loop, which
-    // answers them with the protocol's own `Message too large`.
-    let upgrade = crate::protocols::socket::configure(upgrade, &state.config.limits);
+    let limit = state.config.limits.max_frame_bytes.max(config.max_message_bytes);
+    // Messages up to twice the protocol's limit reach the loop, which answers them with the
+    // protocol's own `Message too large`; only beyond that does the WebSocket layer close.
+    let upgrade = crate::protocols::socket::configure(upgrade, &state.config.limits)
+        .max_message_size(limit.saturating_mul(2))
+        .max_frame_size(limit.saturating_mul(2));
     upgrade.on_upgrade(move |socket| async move {
         connection::serve(socket, state, rooms, start).await;
         drop(ticket);

@@ -8,7 +8,7 @@
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use junction::protocols::pocket::change::{ChangeEvent, Operation};
-use junction::protocols::pocket::checkpoint::{Checkpoint, Sequences};
+use junction::protocols::pocket::checkpoint::Checkpoint;
 use junction::protocols::pocket::client::{ClientMessage, DEFAULT_PULL_LIMIT, Pull, Push};
 use junction::protocols::pocket::server::{ServerFrame, ServerMessage, decode_server_frame};
 use serde_json::value::RawValue;
@@ -143,7 +143,7 @@ impl Writer {
             match next_message(&mut self.socket).await?.context("the server closed the socket during a push")? {
                 ServerMessage::PushResponse(response) if response.id == id => {
                     anyhow::ensure!(response.success, "push refused with {} conflicts", response.conflicts.len());
-                    let mut sequences = self.checkpoint.sequences.take().unwrap_or_else(Sequences::new);
+                    let mut sequences = self.checkpoint.sequences.take().unwrap_or_default();
                     if let Some(server) = &response.checkpoint.sequences {
                         sequences.merge_max(server);
                     }
