@@ -313,19 +313,27 @@ async fn slow_subscriber_is_closed_not_skipped(kind: Kind) {
 
 async fn shutdown_commits_every_queued_append(kind: Kind) {
     let app = spawn_app(kind).await;
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writers: Vec<_> = (0..16)
         .map(|w| {
             let log = app.log.clone();
+            let started = started.clone();
             tokio::spawn(async move {
                 let mut acknowledged = 0u64;
                 while log.append(&key(&format!("w{w}")), at_head(1)).await.is_ok() {
                     acknowledged += 1;
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 acknowledged
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stop in the middle of the stream: once the writers have made progress (not after a fixed
+    // time, which a loaded machine may not honour).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while started.load(std::sync::atomic::Ordering::Relaxed) <= 64 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (config, db) = app.stop().await;
     let mut acknowledged = Vec::new();
     for writer in writers {
