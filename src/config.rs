@@ -126,17 +126,7 @@ pub struct LimitsConfig {
 pub struct ProtocolsConfig {
     pub synckit: SyncKitConfig,
     pub livestore: LiveStoreConfig,
-    pub pocket: ProtocolConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProtocolConfig {
-    pub enabled: bool,
-    /// Path the protocol is served at (must start with `/`).
-    pub path: String,
-    /// Let clients in without a token. Convenient for development, wrong for production.
-    pub allow_anonymous: bool,
+    pub pocket: PocketConfig,
 }
 
 /// SyncKit (`@synckit-js/sdk`): binary WebSocket frames at `path`.
@@ -175,6 +165,31 @@ pub struct LiveStoreConfig {
     pub allow_anonymous: bool,
     /// Static tokens accepted in the client's `payload.authToken`, each granting every store.
     pub tokens: Vec<String>,
+}
+
+/// Pocket (`@pocket/sync` SyncEngine): WebSocket at `path`, HTTP at `/sync/push`, `/sync/pull`
+/// and `/sync` (the client always resolves those against the server root).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PocketConfig {
+    pub enabled: bool,
+    /// Path of the WebSocket endpoint.
+    pub path: String,
+    /// Also accept Pocket WebSocket upgrades at `/` (the official example client connects there).
+    pub also_at_root: bool,
+    /// Let clients in without a token (a token that is sent is still checked).
+    pub allow_anonymous: bool,
+    /// Most simultaneous WebSocket connections of one user (`userId`/`sub` of the token).
+    pub max_connections_per_user: usize,
+    /// Close code for a WebSocket whose token is refused (the reference server's is 4001).
+    pub auth_failed_close_code: u16,
+    /// Close code for a WebSocket over `max_connections_per_user` (the reference's is 4002).
+    pub too_many_connections_close_code: u16,
+    /// How concurrent writes are settled: `last-write-wins`, `server-wins`, `client-wins`, `merge`.
+    pub conflict_strategy: String,
+    /// Per-collection strategies: collection name (or prefix ending in `*`) → strategy. The
+    /// exact name wins over prefixes, a longer prefix over a shorter one.
+    pub conflict_strategies: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -230,7 +245,6 @@ impl Default for LimitsConfig {
 
 impl Default for ProtocolsConfig {
     fn default() -> Self {
-        let on = |path: &str| ProtocolConfig { enabled: true, path: path.into(), allow_anonymous: true };
         let livestore = LiveStoreConfig {
             enabled: true,
             path: "/websocket".into(),
@@ -248,7 +262,18 @@ impl Default for ProtocolsConfig {
             snapshot_every: 256,
             document_whitelist: false,
         };
-        ProtocolsConfig { synckit, livestore, pocket: on("/sync") }
+        let pocket = PocketConfig {
+            enabled: true,
+            path: "/sync".into(),
+            also_at_root: false,
+            allow_anonymous: true,
+            max_connections_per_user: 10,
+            auth_failed_close_code: 4001,
+            too_many_connections_close_code: 4002,
+            conflict_strategy: "last-write-wins".into(),
+            conflict_strategies: Default::default(),
+        };
+        ProtocolsConfig { synckit, livestore, pocket }
     }
 }
 
@@ -361,6 +386,30 @@ impl Config {
                 }
             }
         }
+        let pocket = &self.protocols.pocket;
+        if pocket.max_connections_per_user == 0 {
+            return invalid("protocols.pocket.max_connections_per_user", "must be at least 1");
+        }
+        for (key, code) in [
+            ("protocols.pocket.auth_failed_close_code", pocket.auth_failed_close_code),
+            ("protocols.pocket.too_many_connections_close_code", pocket.too_many_connections_close_code),
+        ] {
+            if !(4000..=4999).contains(&code) {
+                return invalid(key, "must be an application close code (4000 to 4999)");
+            }
+        }
+        let strategy_names = crate::protocols::pocket::ConflictStrategy::NAMES.join(", ");
+        if crate::protocols::pocket::ConflictStrategy::from_name(&pocket.conflict_strategy).is_none() {
+            return invalid("protocols.pocket.conflict_strategy", &format!("must be one of {strategy_names}"));
+        }
+        if let Some((collection, _)) = pocket
+            .conflict_strategies
+            .iter()
+            .find(|(_, name)| crate::protocols::pocket::ConflictStrategy::from_name(name).is_none())
+        {
+            let reason = format!("{collection:?} must map to one of {strategy_names}");
+            return invalid("protocols.pocket.conflict_strategies", &reason);
+        }
         if livestore.tokens.iter().any(String::is_empty) {
             return invalid("protocols.livestore.tokens", "must not contain an empty token");
         }
@@ -453,6 +502,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("protocols.pocket.path"), "{err}");
+        let err = with_toml("[protocols.pocket]\nconflict_strategy = \"newest\"\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.conflict_strategy"), "{err}");
+        let err =
+            with_toml("[protocols.pocket.conflict_strategies]\n\"notes-*\" = \"mine\"\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.conflict_strategies") && err.contains("notes-*"), "{err}");
+        let err = with_toml("[protocols.pocket]\nauth_failed_close_code = 1000\n").unwrap_err().to_string();
+        assert!(err.contains("protocols.pocket.auth_failed_close_code"), "{err}");
+        let ok = with_toml("[protocols.pocket.conflict_strategies]\nsettings = \"server-wins\"\n").unwrap();
+        assert_eq!(ok.protocols.pocket.conflict_strategies["settings"], "server-wins");
     }
 
     #[test]

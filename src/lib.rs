@@ -7,9 +7,9 @@
 //!
 //! A write travels **frames → protocol module → event log → store → fan-out**:
 //!
-//! - [`protocols`] — one module per wire protocol: [`protocols::livestore`] (complete), and the
-//!   golden-tested codecs of [`protocols::synckit`] and [`protocols::pocket`] (their socket loops
-//!   come next). Each decodes its frames into typed messages with pure
+//! - [`protocols`] — one module per wire protocol: [`protocols::livestore`] and
+//!   [`protocols::pocket`] (complete), and the golden-tested codec of [`protocols::synckit`]
+//!   (its socket loop comes next). Each decodes its frames into typed messages with pure
 //!   functions, translates them into event-log operations, and encodes the replies; its socket
 //!   loop stays thin.
 //! - [`eventlog`] — the shared model every protocol translates into: stores (independent,

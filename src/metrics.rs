@@ -27,8 +27,8 @@ struct Inner {
     commit_group_size: Histogram,
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
-    resident_memory: Gauge,
     fanout: FanOutMetrics,
+    resident_memory: Gauge,
 }
 
 /// What the Redis fan-out did; all zero on a single instance.
@@ -87,12 +87,6 @@ impl Metrics {
             "Subscribers closed because they fell too far behind",
             slow_consumer_disconnects.clone(),
         );
-        let resident_memory = Gauge::default();
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
-            resident_memory.clone(),
-        );
         let fanout = FanOutMetrics::default();
         for (name, help, counter) in [
             ("fanout_frames_published", "Frames published to Redis", &fanout.frames_published),
@@ -112,6 +106,12 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
+            resident_memory.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 fanout,

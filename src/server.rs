@@ -35,6 +35,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Verifies client JWTs for every protocol.
     pub tokens: TokenVerifier,
+    /// Pocket's collection writers and per-user connection counts.
+    pub pocket: crate::protocols::pocket::Pocket,
     /// Live frames encoded once per batch and shared among subscribers.
     pub frames: Arc<SharedFrames>,
     connections: Arc<Semaphore>,
@@ -116,6 +118,7 @@ impl Server {
             .await
             .with_context(|| format!("binding server.listen {}", config.server.listen))?;
         let state = AppState {
+            pocket: crate::protocols::pocket::Pocket::new(&config.protocols.pocket),
             connections: Arc::new(Semaphore::new(config.limits.max_connections)),
             config: Arc::new(config),
             log,
@@ -156,6 +159,13 @@ impl Server {
         );
         let app = crate::http::router(state.clone());
         let shutdown = state.shutdown.clone();
+        // Replies are small frames sent between live deliveries on the same socket: with Nagle's
+        // algorithm a reply waits for the client's delayed ACK (up to 40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let serving = axum::serve(listener, app).with_graceful_shutdown({
             let stop = stop.clone();
             let shutdown = shutdown.clone();

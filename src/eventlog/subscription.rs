@@ -62,9 +62,7 @@ impl Subscription {
     async fn next_unmetered(&mut self) -> Result<Arc<[Event]>, SubscriptionEnded> {
         loop {
             if self.catching_up {
-                // Storage reads are boxed: a live subscriber waits in `feed.recv()` for most of
-                // its life, and its future (held by every idle connection) stays small.
-                if let Some(page) = Box::pin(self.catch_up_page()).await? {
+                if let Some(page) = self.catch_up_page().await? {
                     return Ok(page);
                 }
                 continue;

@@ -31,6 +31,9 @@ async fn root(State(state): State<AppState>, request: Request) -> Response {
     if livestore::is_rpc_request(&state, request.uri().query()) {
         return livestore::rpc_entry(State(state), request).await;
     }
+    if crate::protocols::pocket::is_root_upgrade(&state, &request) {
+        return crate::protocols::pocket::socket_entry(State(state), request).await;
+    }
     if request.method() != Method::GET {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
@@ -39,7 +42,6 @@ async fn root(State(state): State<AppState>, request: Request) -> Response {
 
 fn index(state: &AppState) -> Response {
     let protocols = &state.config.protocols;
-    let describe = |p: &crate::config::ProtocolConfig| json!({"enabled": p.enabled, "path": p.path});
     let livestore = &protocols.livestore;
     axum::Json(json!({
         "name": "junction",
@@ -48,15 +50,17 @@ fn index(state: &AppState) -> Response {
         "protocols": {
             "synckit": {"enabled": protocols.synckit.enabled, "path": protocols.synckit.path},
             "livestore": {"enabled": livestore.enabled, "path": livestore.path, "rpc_path": livestore.rpc_path},
-            "pocket": describe(&protocols.pocket),
+            "pocket": {"enabled": protocols.pocket.enabled, "path": protocols.pocket.path,
+                "also_at_root": protocols.pocket.also_at_root},
         },
     }))
     .into_response()
 }
 
-/// The process runs and answers; says nothing about its dependencies (that is readiness).
+/// The process runs and answers; says nothing about its dependencies (that is readiness). Also
+/// the connect check of Pocket's HTTP transport, which browsers make cross-origin.
 async fn liveness() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], axum::Json(json!({"status": "ok"}))).into_response()
 }
 
 /// Ready when the store answers and the fan-out is healthy. The body names what fails; the

@@ -21,5 +21,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
     if state.config.protocols.synckit.enabled {
         router = router.merge(synckit::router(state));
     }
+    if state.config.protocols.pocket.enabled {
+        router = router.merge(pocket::router(&state.config.protocols.pocket));
+    }
     router
 }

@@ -12,6 +12,8 @@ mod http;
 mod import_d1;
 mod livestore;
 mod livestore_interop;
+mod pocket;
+mod pocket_interop;
 mod scale_out;
 mod synckit;
 mod synckit_interop;

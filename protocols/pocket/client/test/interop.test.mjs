@@ -153,6 +153,47 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.deepEqual(received(a, 'pull-response').at(-1).changes, {});
   });
 
+  test('three clients, ~200 writes each, pulling only with their checkpoints, end equal to the server (§7)', async (t) => {
+    t.after(closeAll);
+    const col = fresh('busy');
+    const clients = [await client('A', [col]), await client('B', [col]), await client('C', [col])];
+    const WRITES = Number(process.env.POCKET_WRITES ?? 200);
+    let seed = 12345;
+    const random = (n) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    for (let i = 0; i < WRITES; i++) {
+      for (const c of clients) {
+        const live = c.documents(col);
+        const deleted = c.documents(col, { includeDeleted: true }).filter((d) => d._deleted);
+        const roll = random(100);
+        if (live.length === 0 || roll < 35) c.insert(col, { _id: `${c.nodeId}-${i}`, v: `${c.nodeId}-${i}` });
+        else if (roll < 40 && deleted.length > 0) c.insert(col, { _id: deleted[random(deleted.length)]._id, v: `again-${i}` });
+        else if (roll < 85) c.update(col, live[random(live.length)]._id, { v: `${c.nodeId}-${i}` });
+        else c.delete(col, live[random(live.length)]._id);
+      }
+      if (i % 3 === 0) await sleep(1);
+      // Each client syncs now and then, on its own schedule.
+      if (i % 10 === 3) await clients[0].sync();
+      if (i % 15 === 7) await clients[1].sync();
+      if (i % 25 === 11) await clients[2].sync();
+    }
+    await settle(...clients);
+    // The server's state as a newcomer pulls it from nothing.
+    const server = await client('S', [col], { batchSize: 37 });
+    const expected = state(server, col);
+    assert.ok(expected.length > 10, `the collection holds ${expected.length} documents`);
+    for (const c of clients) {
+      assert.equal(c.queue.size, 0, `${c.nodeId} has nothing left to push`);
+      assert.deepEqual(state(c, col), expected, `${c.nodeId} ends equal to the server`);
+      assert.equal(c.checkpoint.sequences[col], server.checkpoint.sequences[col], `${c.nodeId} has seen every change`);
+      // Pulls never delivered a server sequence twice nor went backwards.
+      const seqs = received(c, 'pull-response').filter((m) => !m.id.startsWith('broadcast_'))
+        .flatMap((m) => (m.changes[col] ?? []).map((x) => x.sequence));
+      assert.deepEqual(seqs, [...new Set(seqs)].sort((x, y) => x - y), `${c.nodeId} pulled each change once, in order`);
+    }
+    const serverSeqs = received(server, 'pull-response').flatMap((m) => (m.changes[col] ?? []).map((x) => x.sequence));
+    assert.deepEqual(serverSeqs, serverSeqs.map((_, i) => i + 1), 'sequences are the store\'s seqs 1..n, gap-free');
+  });
+
   test('concurrent updates of one document: last write wins everywhere (§9)', async (t) => {
     t.after(closeAll);
     const col = fresh('docs');
@@ -242,7 +283,9 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     const outcome = await new Promise((resolve) => {
       ws.on('close', (code) => resolve({ code }));
       ws.on('error', (err) => resolve({ error: err.message }));
+      setTimeout(() => resolve({ stillOpen: true }), 5_000).unref();
     });
+    assert.ok(!outcome.stillOpen, 'the server kept a connection with a bad token open');
     if (outcome.code !== undefined) assert.ok([4001, 1006].includes(outcome.code), JSON.stringify(outcome));
     ws.terminate();
   });
@@ -266,6 +309,34 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(byId.e2?.type, 'error');
     assert.ok(replies.some((r) => r.startsWith('{') && JSON.parse(r).code === 'PARSE_ERROR'));
     assert.ok(replies.includes('pong'));
+  });
+});
+
+describe('Pocket interop (two users)', { skip: skip || (process.env.POCKET_TOKEN_2 ? false : 'POCKET_TOKEN_2 is not set'), concurrency: false }, () => {
+  // POCKET_TOKEN may read and write everything; POCKET_TOKEN_2 only collections named `u2-*`
+  // (see tests/it/pocket_interop.rs).
+  test('a user sees and writes only the collections its token allows', async (t) => {
+    t.after(closeAll);
+    const mine = fresh('u2');
+    const mine2 = mine.replace(/^u2_/, 'u2-');
+    const theirs = fresh('private');
+    const a = await client('A', [theirs, mine2]);
+    const b = await client('B', [theirs, mine2], { authToken: process.env.POCKET_TOKEN_2 });
+    a.insert(theirs, { _id: 'secret', v: 1 });
+    a.insert(mine2, { _id: 'shared', v: 1 });
+    await settle(a, b);
+    assert.deepEqual(b.documents(theirs), [], 'nothing of a collection B may not read');
+    assert.equal(b.get(mine2, 'shared').v, 1, 'B reads what it may');
+    assert.equal(b.checkpoint.sequences[theirs] ?? 0, 0, 'no checkpoint progress on a forbidden collection');
+    assert.ok(!b.ignoredMessages.some((m) => m.changes?.[theirs]), 'no broadcast of a forbidden collection');
+    b.insert(theirs, { _id: 'intruder', v: 2 });
+    await b.idle();
+    const refusal = received(b, 'error').at(-1);
+    assert.equal(refusal.code, 'FORBIDDEN');
+    assert.equal(refusal.id, sent(b, 'push').at(-1).id, 'the refusal answers the push');
+    assert.equal(b.queue.size, 1, 'the refused change stays queued, as the real engine keeps it');
+    await a.pull();
+    assert.equal(a.get(theirs, 'intruder'), undefined, 'nothing was written');
   });
 });
 
