@@ -65,30 +65,33 @@ start_postgres() {
   BENCH_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
-# A fresh database URL for one Junction.
-fresh_store_url() {
+# A fresh, empty store for one Junction, in $store_url; removed on exit.
+fresh_store() {
   case "$1" in
     sqlite)
       local dir
       dir=$(mktemp -d /tmp/junction-bench-sqlite.XXXXXX)
       cleanup_actions+=("rm -rf $dir")
-      echo "sqlite://$dir/junction.db"
+      store_url="sqlite://$dir/junction.db"
       ;;
     postgres)
-      local name="junction_bench_$(date +%s%N)"
+      local name
+      name="junction_bench_$(date +%s%N)"
       psql "$BENCH_POSTGRES_URL" -qc "CREATE DATABASE $name" >/dev/null
-      echo "${BENCH_POSTGRES_URL%/*}/$name"
+      cleanup_actions+=("psql '$BENCH_POSTGRES_URL' -qc 'DROP DATABASE IF EXISTS $name' >/dev/null")
+      store_url="${BENCH_POSTGRES_URL%/*}/$name"
       ;;
   esac
 }
 
 server_pid=""
 server_url=""
+store_url=""
 start_junction() {
   stop_junction
-  local port store_url
+  local port
   port=$(free_port)
-  store_url=$(fresh_store_url "$1")
+  fresh_store "$1"
   JUNCTION_SERVER__LISTEN="127.0.0.1:$port" JUNCTION_STORE__URL="$store_url" JUNCTION_LOG__LEVEL=warn \
     JUNCTION_LIMITS__MAX_CONNECTIONS=200000 target/release/junction >>"$workdir/junction.log" 2>&1 &
   server_pid=$!
@@ -137,8 +140,8 @@ serves() {
   return $ok
 }
 
+# Logs of the server and the tool; kept for a look after a failed run.
 workdir=$(mktemp -d /tmp/junction-bench.XXXXXX)
-cleanup_actions+=("rm -rf $workdir/*.db")
 cleanup_actions+=("stop_junction")
 mkdir -p "$(dirname "$out")"
 ulimit -n "$(ulimit -Hn)"

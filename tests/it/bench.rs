@@ -90,3 +90,22 @@ async fn synckit_fanout_and_push_count_correctly() {
     assert_eq!(count(&report, "acknowledged"), 2 * count(&report, "writes"), "{report}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pocket_fanout_and_push_count_correctly() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let args = ["fanout", "--protocol", "pocket", "--subscribers", "3", "--writers", "2", "--rate", "40"];
+    let report =
+        bench(&app, &[&args[..], &["--max-batch", "3", "--seconds", "1", "--drain-seconds", "10"]].concat()).await;
+    let publishes = count(&report, "publishes");
+    assert!(publishes > 0, "{report}");
+    assert_eq!(count(&report, "deliveries"), 3 * publishes, "{report}");
+    assert_eq!(count(&report, "lost"), 0, "{report}");
+    assert_eq!(count(&report, "duplicated"), 0, "{report}");
+
+    let report =
+        bench(&app, &["push", "--protocol", "pocket", "--clients", "2", "--batch", "2", "--seconds", "1"]).await;
+    assert!(count(&report, "acknowledged") > 0, "{report}");
+    assert_eq!(count(&report, "acknowledged"), 2 * count(&report, "writes"), "{report}");
+    app.stop().await;
+}
