@@ -7,11 +7,11 @@
 //!
 //! A write travels **frames → protocol module → event log → store → fan-out**:
 //!
-//! - [`protocols`] — one module per wire protocol: [`protocols::livestore`] and
-//!   [`protocols::pocket`] (complete), and the golden-tested codec of [`protocols::synckit`]
-//!   (its socket loop comes next). Each decodes its frames into typed messages with pure
-//!   functions, translates them into event-log operations, and encodes the replies; its socket
-//!   loop stays thin.
+//! - [`protocols`] — one module per wire protocol: [`protocols::synckit`],
+//!   [`protocols::livestore`] and [`protocols::pocket`]. Each decodes its frames into typed
+//!   messages with pure, golden-tested functions, translates them into event-log operations
+//!   (SyncKit through one room task per open document, Pocket through one writer per
+//!   collection), and encodes the replies; its socket loop stays thin.
 //! - [`eventlog`] — the shared model every protocol translates into: stores (independent,
 //!   totally ordered logs), check-and-append and at-head appends with group commit, reads,
 //!   per-store metadata, reset, and subscriptions that deliver catch-up plus live events
