@@ -92,8 +92,11 @@ start_junction() {
   local port
   port=$(free_port)
   fresh_store "$1"
+  # The per-connection message rate limit would cap a single fast writer: raised, so that the
+  # numbers show what the server can do.
   JUNCTION_SERVER__LISTEN="127.0.0.1:$port" JUNCTION_STORE__URL="$store_url" JUNCTION_LOG__LEVEL=warn \
-    JUNCTION_LIMITS__MAX_CONNECTIONS=200000 target/release/junction >>"$workdir/junction.log" 2>&1 &
+    JUNCTION_LIMITS__MAX_CONNECTIONS=200000 JUNCTION_LIMITS__MESSAGES_PER_SECOND=1000000 \
+    target/release/junction >>"$workdir/junction.log" 2>&1 &
   server_pid=$!
   server_url="ws://127.0.0.1:$port"
   for _ in $(seq 1 100); do
