@@ -238,45 +238,23 @@ impl Connection {
         let ack = incoming.ack_message_id(&fresh_id());
         match incoming.message {
             ClientMessage::Subscribe(doc) => {
-                if let Err(error) = policy::validate_document_id(&doc.document_id) {
-                    return self.error(framing, error).await;
-                }
-                if settings.document_whitelist && !policy::demo_whitelist_allows(&doc.document_id) {
+                if policy::validate_document_id(&doc.document_id).is_ok()
+                    && settings.document_whitelist
+                    && !policy::demo_whitelist_allows(&doc.document_id)
+                {
                     return self.error(framing, ErrorMessage::access_denied()).await;
                 }
-                if !identity.claims.can_read(&doc.document_id) {
-                    return self.error(framing, ErrorMessage::permission_denied(&doc.document_id)).await;
-                }
-                let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
-                let command = Command::Subscribe { peer: self.peer(framing), request_id, client_clock: None };
-                self.send_to_room(&doc.document_id, command).await;
+                return self.subscribe(framing, &identity, &doc.document_id, incoming.id, None).await;
             }
             ClientMessage::SyncRequest(request) => {
-                let document_id = request.document_id;
-                if let Err(error) = policy::validate_document_id(&document_id) {
-                    return self.error(framing, error).await;
-                }
-                if !identity.claims.can_read(&document_id) {
-                    return self.error(framing, ErrorMessage::permission_denied(&document_id)).await;
-                }
-                let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
-                let command =
-                    Command::Subscribe { peer: self.peer(framing), request_id, client_clock: request.vector_clock };
-                self.send_to_room(&document_id, command).await;
+                return self
+                    .subscribe(framing, &identity, &request.document_id, incoming.id, request.vector_clock)
+                    .await;
             }
             ClientMessage::SyncStep1(step) => {
                 // Nobody sends it, and sync_step2 would reach an SDK as `error` (§1.3): answer
                 // with what a sync_request gets.
-                let document_id = step.document_id;
-                if let Err(error) = policy::validate_document_id(&document_id) {
-                    return self.error(framing, error).await;
-                }
-                if !identity.claims.can_read(&document_id) {
-                    return self.error(framing, ErrorMessage::permission_denied(&document_id)).await;
-                }
-                let request_id = incoming.id.clone().unwrap_or_else(|| Json::string(&fresh_id()));
-                let command = Command::Subscribe { peer: self.peer(framing), request_id, client_clock: None };
-                self.send_to_room(&document_id, command).await;
+                return self.subscribe(framing, &identity, &step.document_id, incoming.id, None).await;
             }
             ClientMessage::Unsubscribe(doc) if self.touched.contains(&doc.document_id) => {
                 self.rooms.send_if_open(&doc.document_id, Command::Unsubscribe { conn: self.conn }).await;
@@ -348,6 +326,26 @@ impl Connection {
             }
             _ => {}
         }
+        true
+    }
+
+    /// subscribe / sync_request / sync_step1: checks, then the room answers with a `sync_response`.
+    async fn subscribe(
+        &mut self,
+        framing: Framing,
+        identity: &Identity,
+        document_id: &str,
+        id: Option<Json>,
+        client_clock: Option<VectorClock>,
+    ) -> bool {
+        if let Err(error) = policy::validate_document_id(document_id) {
+            return self.error(framing, error).await;
+        }
+        if !identity.claims.can_read(document_id) {
+            return self.error(framing, ErrorMessage::permission_denied(document_id)).await;
+        }
+        let request_id = id.unwrap_or_else(|| Json::string(&fresh_id()));
+        self.send_to_room(document_id, Command::Subscribe { peer: self.peer(framing), request_id, client_clock }).await;
         true
     }
 

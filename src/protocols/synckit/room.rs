@@ -27,7 +27,7 @@ use super::message::{
     TextOpsRelay, server_message_id,
 };
 use super::raw::{Json, RawObject, VectorClock};
-use crate::eventlog::{AppendBatch, Event, EventLog, Protocol, SeqNum, Snapshot, StoreKey, Subscription};
+use crate::eventlog::{AppendBatch, Event, EventBody, EventLog, Protocol, SeqNum, Snapshot, StoreKey, Subscription};
 use crate::fanout::EphemeralFeed;
 use crate::protocols::socket::{Offered, Outbox};
 use serde::{Deserialize, Serialize};
@@ -555,37 +555,13 @@ impl Room {
             }
         }
         if !bodies.is_empty() {
-            let appended = self.log.append(&self.key, AppendBatch::AtHead { events: bodies.clone() }).await;
-            match appended {
-                Ok(appended) => {
-                    // Apply in seq order: first whatever other instances committed before ours.
-                    if let Err(error) = self.catch_up(SeqNum(appended.first_seq.0 - 1)).await {
-                        tracing::error!(document = %self.document_id(), %error, "synckit: catching up failed");
-                    }
-                    let ours: Vec<Event> = bodies
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, body)| {
-                            let seq = SeqNum(appended.first_seq.0 + i as u64);
-                            Event {
-                                seq,
-                                parent_seq: SeqNum(seq.0 - 1),
-                                body,
-                                created_at: appended.created_at.clone(),
-                                change_pos: appended.change_pos,
-                            }
-                        })
-                        .collect();
-                    self.follow(&ours, false);
+            if let Err(error) = self.append_and_apply(bodies).await {
+                tracing::error!(document = %self.document_id(), %error, "synckit: append failed");
+                let document_id = self.document_id().to_owned();
+                for write in writes {
+                    fail(&document_id, Command::Write(Box::new(write)));
                 }
-                Err(error) => {
-                    tracing::error!(document = %self.document_id(), %error, "synckit: append failed");
-                    let document_id = self.document_id().to_owned();
-                    for write in writes {
-                        fail(&document_id, Command::Write(Box::new(write)));
-                    }
-                    return;
-                }
+                return;
             }
         }
         for write in writes {
@@ -608,23 +584,32 @@ impl Room {
             return;
         }
         let event = DocEvent::Fields(FieldWrites { fields: RawObject::new(), clock: Some(clock.clone()) });
-        let body = event.to_body("sync_request", "server");
-        match self.log.append(&self.key, AppendBatch::AtHead { events: vec![body.clone()] }).await {
-            Ok(appended) => {
-                if let Err(error) = self.catch_up(SeqNum(appended.first_seq.0 - 1)).await {
-                    tracing::error!(document = %self.document_id(), %error, "synckit: catching up failed");
-                }
-                let event = Event {
-                    seq: appended.first_seq,
-                    parent_seq: SeqNum(appended.first_seq.0 - 1),
-                    body,
-                    created_at: appended.created_at,
-                    change_pos: appended.change_pos,
-                };
-                self.follow(&[event], false);
-            }
-            Err(error) => tracing::error!(document = %self.document_id(), %error, "synckit: storing a clock failed"),
+        if let Err(error) = self.append_and_apply(vec![event.to_body("sync_request", "server")]).await {
+            tracing::error!(document = %self.document_id(), %error, "synckit: storing a clock failed");
         }
+    }
+
+    /// Appends `bodies` at the head, then applies the log in seq order: first whatever other
+    /// instances committed before them, then them. The broadcast is left to the caller, so that
+    /// acks go out before echoes.
+    async fn append_and_apply(&mut self, bodies: Vec<EventBody>) -> Result<(), crate::eventlog::AppendError> {
+        let appended = self.log.append(&self.key, AppendBatch::AtHead { events: bodies.clone() }).await?;
+        if let Err(error) = self.catch_up(SeqNum(appended.first_seq.0 - 1)).await {
+            tracing::error!(document = %self.document_id(), %error, "synckit: catching up failed");
+        }
+        let ours: Vec<Event> = bodies
+            .into_iter()
+            .zip(appended.first_seq.0..)
+            .map(|(body, seq)| Event {
+                seq: SeqNum(seq),
+                parent_seq: SeqNum(seq - 1),
+                body,
+                created_at: appended.created_at.clone(),
+                change_pos: appended.change_pos,
+            })
+            .collect();
+        self.follow(&ours, false);
+        Ok(())
     }
 
     /// Reads and applies the log up to `up_to` (events other instances committed).
