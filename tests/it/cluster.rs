@@ -88,8 +88,8 @@ impl RedisServer {
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let _ = status;
+            // It exited: most likely the port was taken meanwhile.
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
                 self.child = None;
                 return false;
             }
