@@ -25,6 +25,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A clean build of the tests needs about 1.5 GB under target/; say so up front rather than let
+# the linker die of a full disk halfway through.
+log "disk free under $(pwd): $(df -h --output=avail . | tail -n 1 | tr -d ' ')"
+# Incremental caches only pay off on the next build; a CI run has none.
+if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
+
 start_postgres() {
   local bin
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
