@@ -33,19 +33,11 @@ impl fmt::Display for SeqNum {
 #[serde(transparent)]
 pub struct ChangePos(pub u64);
 
-/// Registry id of a store: the key of its row in `stores` and the suffix of its `eventlog_<id>`
-/// table. Never derived from the client's name for the store.
+/// Registry id of a store: the key of its row in `stores`, and the first half of its events' key
+/// in `events`. Never derived from the client's name for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StoreId(pub i64);
-
-impl StoreId {
-    /// Name of the table that holds this store's events. Safe to splice into SQL: it is built
-    /// from an integer, never from client input.
-    pub fn table(self) -> String {
-        format!("eventlog_{}", self.0)
-    }
-}
 
 /// Which wire protocol a store belongs to. Each protocol has its own namespace of store names,
 /// so a LiveStore `storeId` "a" and a SyncKit document "a" are different stores.

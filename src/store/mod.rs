@@ -1,13 +1,14 @@
 //! Storage backends of the event log: embedded SQLite (the default) and Postgres.
 //!
-//! Both keep the same layout (see `migrations/`): a `stores` registry, one plain table
-//! `eventlog_<id>` per store, the `changes` table (the sequenced change log) and the single-row
-//! `change_log_head` that hands out change-log positions.
+//! Both keep the same layout (see `migrations/`): a `stores` registry, one `events` table keyed
+//! by `(store_id, seq)` for the events of every store, the `changes` table (the sequenced change
+//! log) and the single-row `change_log_head` that hands out change-log positions.
 //!
-//! Plain per-store tables rather than partitions of one parent: creating a partition locks the
-//! parent against every concurrent insert, and thousands of partitions slow the planner, while a
-//! plain table costs nothing to create and is read by its primary key alone. SQLite has no
-//! partitions, so plain tables also keep the two backends one design.
+//! One events table rather than a table per store (the first layout): a group commit then writes
+//! the events of any number of stores with one prepared statement, where per-store tables cost
+//! Postgres one dynamically built `INSERT` per store, parsed and planned anew every time. The
+//! key keeps a store's events one contiguous range of the primary-key index (clustered in
+//! SQLite, `WITHOUT ROWID`), so reading a store is as cheap as with its own table.
 //!
 //! Both backends decide a group commit with the same pure functions ([`decide`] and
 //! [`materialize`]) and differ only in how they lock, read and write.

@@ -1,10 +1,10 @@
 //! Postgres backend, for production and for several instances sharing one database.
 //!
 //! A commit group is one transaction with a fixed number of round trips whatever its size: lock
-//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, insert every
-//! event through one call of `junction_insert_store_events`, one `UPDATE` of all heads and one
-//! `INSERT` of all change-log rows. The row locks serialize appends to one store across processes; stores
-//! not in the group are untouched.
+//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, one `INSERT` of
+//! every event of every store (all stores share the `events` table, keyed by `(store_id, seq)`),
+//! one `UPDATE` of all heads and one `INSERT` of all change-log rows. The row locks serialize
+//! appends to one store across processes; stores not in the group are untouched.
 
 use std::collections::HashMap;
 
@@ -49,10 +49,8 @@ impl PostgresStore {
         if let Some(id) = self.find_store(key).await? {
             return Ok(id);
         }
-        // A concurrent creator of the same store (here or in another instance) waits on the
-        // unique index until this transaction ends, then takes the DO NOTHING branch: only the
-        // inserter ever creates the table.
-        let mut tx = self.pool.begin().await?;
+        // A concurrent creator of the same store (here or in another instance) takes the
+        // DO NOTHING branch and reads the winner's row.
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
@@ -61,21 +59,11 @@ impl PostgresStore {
         .bind(&key.name)
         .bind(new_backend_id())
         .bind(now_rfc3339())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
         if let Some(id) = inserted {
-            let table = StoreId(id).table();
-            sqlx::query(&format!(
-                "CREATE TABLE {table} (seq BIGINT PRIMARY KEY, parent_seq BIGINT NOT NULL, \
-                 name TEXT NOT NULL, args TEXT NOT NULL, client_id TEXT NOT NULL, \
-                 session_id TEXT NOT NULL, created_at TEXT NOT NULL, change_pos BIGINT NOT NULL)"
-            ))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
             return Ok(StoreId(id));
         }
-        tx.commit().await?;
         self.find_store(key).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
@@ -213,11 +201,11 @@ impl PostgresStore {
     }
 
     pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "SELECT seq, parent_seq, name, args, client_id, session_id, created_at, change_pos \
-             FROM {} WHERE seq > $1 ORDER BY seq LIMIT $2",
-            id.table()
-        ))
+             FROM events WHERE store_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id.0)
         .bind(to_i64(after.min(SeqNum::MAX)))
         .bind(limit as i64)
         .fetch_all(&self.pool)
@@ -227,7 +215,8 @@ impl PostgresStore {
 
     pub async fn count(&self, id: StoreId, after: SeqNum, up_to: SeqNum) -> StoreResult<u64> {
         let count: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {} WHERE seq > $1 AND seq <= $2", id.table()))
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE store_id = $1 AND seq > $2 AND seq <= $3")
+                .bind(id.0)
                 .bind(to_i64(after.min(SeqNum::MAX)))
                 .bind(to_i64(up_to.min(SeqNum::MAX)))
                 .fetch_one(&self.pool)
@@ -239,7 +228,7 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         // The row lock orders the reset with concurrent appends to the store.
         sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(id.0).fetch_one(&mut *tx).await?;
-        sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM events WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM changes WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM snapshots WHERE store_id = $1").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = $1 WHERE id = $2")
@@ -284,37 +273,30 @@ impl PostgresStore {
     }
 }
 
-/// Every event of the group in one round trip, whatever the number of stores (see the
-/// `junction_insert_store_events` function in migrations/postgres): rows grouped by store, each
-/// store's rows in commit order.
+/// Every event of the group, whatever the number of stores, in one prepared statement.
 async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&CommittedBatch]) -> StoreResult<()> {
-    let mut by_store: Vec<&CommittedBatch> = batches.to_vec();
-    by_store.sort_by_key(|b| b.store); // stable: a store's batches keep their order
     let mut columns = EventColumns::default();
-    let (mut stores, mut ends) = (Vec::<i64>::new(), Vec::<i32>::new());
-    for batch in by_store {
-        if stores.last() != Some(&batch.store.0) {
-            stores.push(batch.store.0);
-            ends.push(0);
-        }
+    for batch in batches {
         for event in batch.events.iter() {
-            columns.push(event);
+            columns.push(batch.store, event);
         }
-        *ends.last_mut().expect("a store was pushed") = columns.seq.len() as i32;
     }
-    sqlx::query("SELECT junction_insert_store_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-        .bind(stores)
-        .bind(ends)
-        .bind(columns.seq)
-        .bind(columns.parent_seq)
-        .bind(columns.name)
-        .bind(columns.args)
-        .bind(columns.client_id)
-        .bind(columns.session_id)
-        .bind(columns.created_at)
-        .bind(columns.change_pos)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::bigint[])",
+    )
+    .bind(columns.store_id)
+    .bind(columns.seq)
+    .bind(columns.parent_seq)
+    .bind(columns.name)
+    .bind(columns.args)
+    .bind(columns.client_id)
+    .bind(columns.session_id)
+    .bind(columns.created_at)
+    .bind(columns.change_pos)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -346,6 +328,7 @@ async fn insert_changes(
 /// Events as column arrays, the shape `unnest` takes.
 #[derive(Default)]
 struct EventColumns {
+    store_id: Vec<i64>,
     seq: Vec<i64>,
     parent_seq: Vec<i64>,
     name: Vec<String>,
@@ -357,7 +340,8 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, event: &Event) {
+    fn push(&mut self, store: StoreId, event: &Event) {
+        self.store_id.push(store.0);
         self.seq.push(to_i64(event.seq));
         self.parent_seq.push(to_i64(event.parent_seq));
         self.name.push(event.body.name.clone());

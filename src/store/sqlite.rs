@@ -25,7 +25,7 @@ use crate::eventlog::{
     now_rfc3339,
 };
 
-/// Rows per multi-row statement: 8 columns × 500 stays far below SQLite's 32,766 parameters.
+/// Rows per multi-row statement: 9 columns × 500 stays far below SQLite's 32,766 parameters.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// `(?, ?, …), (?, ?, …), …` for `rows` rows of `columns` values.
@@ -60,7 +60,8 @@ impl SqliteStore {
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         let mut writer = self.writer.lock().await;
-        sqlx::migrate!("./migrations/sqlite").run(&mut *writer).await
+        sqlx::migrate!("./migrations/sqlite").run(&mut *writer).await?;
+        move_per_store_tables(&mut writer).await.map_err(|error| sqlx::migrate::MigrateError::Execute(error))
     }
 
     pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
@@ -77,7 +78,6 @@ impl SqliteStore {
             return Ok(id);
         }
         let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
         let inserted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
@@ -86,29 +86,18 @@ impl SqliteStore {
         .bind(&key.name)
         .bind(new_backend_id())
         .bind(now_rfc3339())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *writer)
         .await?;
         let id = match inserted {
-            Some(id) => {
-                let table = StoreId(id).table();
-                sqlx::query(&format!(
-                    "CREATE TABLE {table} (seq INTEGER PRIMARY KEY, parent_seq INTEGER NOT NULL, \
-                     name TEXT NOT NULL, args TEXT NOT NULL, client_id TEXT NOT NULL, \
-                     session_id TEXT NOT NULL, created_at TEXT NOT NULL, change_pos INTEGER NOT NULL)"
-                ))
-                .execute(&mut *tx)
-                .await?;
-                id
-            }
+            Some(id) => id,
             None => {
                 sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
                     .bind(key.protocol.as_str())
                     .bind(&key.name)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *writer)
                     .await?
             }
         };
-        tx.commit().await?;
         Ok(StoreId(id))
     }
 
@@ -243,11 +232,11 @@ impl SqliteStore {
     }
 
     pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query(
             "SELECT seq, parent_seq, name, args, client_id, session_id, created_at, change_pos \
-             FROM {} WHERE seq > ? ORDER BY seq LIMIT ?",
-            id.table()
-        ))
+             FROM events WHERE store_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.0)
         .bind(to_i64(after.min(SeqNum::MAX)))
         .bind(limit as i64)
         .fetch_all(&self.readers)
@@ -256,7 +245,8 @@ impl SqliteStore {
     }
 
     pub async fn count(&self, id: StoreId, after: SeqNum, up_to: SeqNum) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {} WHERE seq > ? AND seq <= ?", id.table()))
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE store_id = ? AND seq > ? AND seq <= ?")
+            .bind(id.0)
             .bind(to_i64(after.min(SeqNum::MAX)))
             .bind(to_i64(up_to.min(SeqNum::MAX)))
             .fetch_one(&self.readers)
@@ -267,7 +257,7 @@ impl SqliteStore {
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        sqlx::query(&format!("DELETE FROM {}", id.table())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM events WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM changes WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM snapshots WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
         sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = ? WHERE id = ?")
@@ -314,29 +304,30 @@ impl SqliteStore {
 }
 
 /// Writes committed batches and their change-log rows with multi-row statements: the cost of a
-/// group is a few statements per store, not per event.
+/// group is a few statements, whatever the number of stores or events.
 async fn insert_batches(tx: &mut SqliteConnection, batches: &[&CommittedBatch], created_at: &str) -> StoreResult<()> {
-    for batch in batches {
-        for rows in batch.events.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO {} (seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) VALUES {}",
-                batch.store.table(),
-                placeholders(rows.len(), 8)
-            );
-            let mut insert = sqlx::query(&sql);
-            for event in rows {
-                insert = insert
-                    .bind(to_i64(event.seq))
-                    .bind(to_i64(event.parent_seq))
-                    .bind(&event.body.name)
-                    .bind(event.body.args.get())
-                    .bind(&event.body.client_id)
-                    .bind(&event.body.session_id)
-                    .bind(&event.created_at)
-                    .bind(event.change_pos.0 as i64);
-            }
-            insert.execute(&mut *tx).await?;
+    let rows: Vec<(StoreId, &Event)> =
+        batches.iter().flat_map(|batch| batch.events.iter().map(|event| (batch.store, event))).collect();
+    for rows in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+             VALUES {}",
+            placeholders(rows.len(), 9)
+        );
+        let mut insert = sqlx::query(&sql);
+        for (store, event) in rows {
+            insert = insert
+                .bind(store.0)
+                .bind(to_i64(event.seq))
+                .bind(to_i64(event.parent_seq))
+                .bind(&event.body.name)
+                .bind(event.body.args.get())
+                .bind(&event.body.client_id)
+                .bind(&event.body.session_id)
+                .bind(&event.created_at)
+                .bind(event.change_pos.0 as i64);
         }
+        insert.execute(&mut *tx).await?;
     }
     for rows in batches.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -356,4 +347,30 @@ async fn insert_batches(tx: &mut SqliteConnection, batches: &[&CommittedBatch], 
         insert.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// Moves the events of every `eventlog_<id>` table (the layout before the `events` table) into
+/// `events`, and drops the table, all in one transaction. Finds nothing to do on a database
+/// created with the `events` table.
+async fn move_per_store_tables(writer: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'eventlog_[0-9]*'")
+            .fetch_all(&mut *writer)
+            .await?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let mut tx = writer.begin().await?;
+    for table in tables {
+        // The GLOB above and this parse admit only eventlog_<digits>: safe to splice into SQL.
+        let Ok(id) = table["eventlog_".len()..].parse::<i64>() else { continue };
+        sqlx::query(&format!(
+            "INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+             SELECT {id}, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos FROM {table}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
+    }
+    tx.commit().await
 }

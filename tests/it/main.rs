@@ -17,3 +17,4 @@ mod pocket_interop;
 mod scale_out;
 mod synckit;
 mod synckit_interop;
+mod upgrade;
