@@ -61,7 +61,7 @@ impl SqliteStore {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         let mut writer = self.writer.lock().await;
         sqlx::migrate!("./migrations/sqlite").run(&mut *writer).await?;
-        move_per_store_tables(&mut writer).await.map_err(|error| sqlx::migrate::MigrateError::Execute(error))
+        move_per_store_tables(&mut writer).await.map_err(sqlx::migrate::MigrateError::Execute)
     }
 
     pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
