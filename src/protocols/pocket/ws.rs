@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Checkpoint;
 use super::client::{self, ClientFrame, ClientMessage};
@@ -18,7 +18,7 @@ use super::server::{ErrorMessage, PONG, PullResponse, ServerMessage};
 use super::session::{self, Identity, store_key};
 use super::writer::now_ms;
 use super::{Refused, UserSlot};
-use crate::eventlog::{SeqNum, SubscriptionEnded};
+use crate::eventlog::{EventLog, EventLogError, SeqNum, StoreKey, Subscription, SubscriptionEnded};
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -41,7 +41,9 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
             return;
         }
     };
-    let (broadcast_ended, mut broadcast_end) = mpsc::channel::<&'static str>(1);
+    // Cancelled by a follower too slow to keep up (a token, not a channel: an idle connection
+    // should not hold a channel's first block of slots for a signal sent at most once).
+    let too_slow = CancellationToken::new();
     let mut connection = Connection {
         limiter: RateLimiter::new(state.config.limits.messages_per_second),
         state,
@@ -50,19 +52,21 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
         outbox,
         last_checkpoint: Arc::new(Mutex::new(None)),
         broadcasts: HashMap::new(),
-        broadcast_ended,
+        too_slow: too_slow.clone(),
     };
+    // Handling a frame (its storage calls) is boxed: the future of this loop is what an idle
+    // connection holds, and it would otherwise be as large as the largest request's.
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
-                Some(Ok(Message::Text(text))) => connection.handle(text.as_bytes()).await,
+                Some(Ok(Message::Text(text))) => Box::pin(connection.handle(text.as_bytes())).await,
                 // The reference reads every frame as UTF-8 text (§3).
-                Some(Ok(Message::Binary(bytes))) => connection.handle(&bytes).await,
+                Some(Ok(Message::Binary(bytes))) => Box::pin(connection.handle(&bytes)).await,
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            Some(reason) = broadcast_end.recv() => {
-                connection.outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
+            _ = too_slow.cancelled() => {
+                connection.outbox.close(close_code::TRY_AGAIN_LATER, "too slow: reconnect and pull again").await;
                 break;
             }
             _ = connection.state.shutdown.cancelled() => {
@@ -90,7 +94,8 @@ struct Connection {
     last_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
     /// Broadcast tasks by collection.
     broadcasts: HashMap<String, JoinHandle<()>>,
-    broadcast_ended: mpsc::Sender<&'static str>,
+    /// Cancelled when a broadcast falls too far behind: the connection then closes.
+    too_slow: CancellationToken,
 }
 
 impl Connection {
@@ -181,13 +186,13 @@ impl Connection {
     /// that its first change reaches readers who were waiting for it.
     fn follow(&mut self, collection: &str, start: SeqNum) {
         let task = broadcast(
-            self.state.clone(),
+            self.state.log.clone(),
             collection.to_owned(),
             start,
             self.session.clone(),
             self.outbox.clone(),
             self.last_checkpoint.clone(),
-            self.broadcast_ended.clone(),
+            self.too_slow.clone(),
         );
         self.broadcasts.insert(collection.to_owned(), tokio::spawn(task));
     }
@@ -198,16 +203,17 @@ impl Connection {
 /// A client too slow to take them is disconnected (it resumes from its checkpoint), never
 /// skipped.
 async fn broadcast(
-    state: AppState,
+    log: EventLog,
     collection: String,
     after: SeqNum,
     session: String,
     outbox: Outbox,
     last_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
-    ended: mpsc::Sender<&'static str>,
+    too_slow: CancellationToken,
 ) {
     let key = store_key(&collection);
-    let mut subscription = match state.log.subscribe(&key, after).await {
+    // Storage calls boxed, as in `serve`: what a follower holds while it waits stays small.
+    let mut subscription = match Box::pin(log.subscribe(&key, after)).await {
         Ok(subscription) => subscription,
         Err(error) => {
             tracing::error!(%collection, %error, "pocket: cannot follow a collection");
@@ -230,24 +236,21 @@ async fn broadcast(
             }
             Err(SubscriptionEnded::Reset) => {
                 // The store was emptied (event API): follow it afresh.
-                match subscribe_at_head(&state, &key).await {
+                match Box::pin(subscribe_at_head(&log, &key)).await {
                     Ok(fresh) => subscription = fresh,
                     Err(_) => return,
                 }
             }
             Err(end) => {
                 tracing::info!(%collection, reason = %end, "pocket: closing a socket whose broadcasts ended");
-                let _ = ended.send("too slow: reconnect and pull again").await;
+                too_slow.cancel();
                 return;
             }
         }
     }
 }
 
-async fn subscribe_at_head(
-    state: &AppState,
-    key: &crate::eventlog::StoreKey,
-) -> Result<crate::eventlog::Subscription, crate::eventlog::EventLogError> {
-    let head = state.log.head(key).await?;
-    state.log.subscribe(key, head).await
+async fn subscribe_at_head(log: &EventLog, key: &StoreKey) -> Result<Subscription, EventLogError> {
+    let head = log.head(key).await?;
+    log.subscribe(key, head).await
 }
