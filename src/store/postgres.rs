@@ -1,12 +1,14 @@
 //! Postgres backend, for production and for several instances sharing one database.
 //!
-//! A commit group is one transaction with a fixed number of round trips whatever its size: lock
-//! the group's store rows (`FOR UPDATE`, in id order), take change-log positions, one `INSERT` of
-//! every event of every store (all stores share the `events` table, keyed by `(store_id, seq)`),
-//! one `UPDATE` of all heads and one `INSERT` of all change-log rows. The row locks serialize
-//! appends to one store across processes; stores not in the group are untouched.
+//! A commit group is one transaction of four round trips whatever its size: `BEGIN`; lock the
+//! group's store rows (`FOR UPDATE`, in id order) and read their heads; one statement that takes
+//! the change-log positions, inserts every event of every store (all stores share the `events`
+//! table, keyed by `(store_id, seq)`) and the change-log rows, and moves the heads; `COMMIT`.
+//! The row locks serialize appends to one store across processes; stores not in the group are
+//! untouched.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -143,31 +145,16 @@ impl PostgresStore {
         if accepted == 0 {
             return Ok(materialize(decision, &heads, 0, ""));
         }
-        // Taken last among the locks and held to commit: see migrations/postgres (change_log_head).
-        let last: i64 =
-            sqlx::query_scalar("UPDATE change_log_head SET position = position + $1 WHERE id = 1 RETURNING position")
-                .bind(accepted as i64)
-                .fetch_one(&mut *tx)
-                .await?;
         let store_updates = decision.store_updates.clone();
-        let created_at = now_rfc3339();
-        let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
+        // Numbered from 1 here; the statement that takes the change-log positions says where
+        // they really start.
+        let mut outcome = materialize(decision, &heads, 1, &now_rfc3339());
         let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
-        insert_events(&mut tx, &batches).await?;
-        insert_changes(&mut tx, &batches, &created_at).await?;
-        let update_ids: Vec<i64> = store_updates.iter().map(|(id, _, _)| id.0).collect();
-        let update_heads: Vec<i64> = store_updates.iter().map(|(_, head, _)| to_i64(*head)).collect();
-        let update_added: Vec<i64> = store_updates.iter().map(|(_, _, added)| *added as i64).collect();
-        sqlx::query(
-            "UPDATE stores SET head = u.head, event_count = stores.event_count + u.added \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, head, added) WHERE stores.id = u.id",
-        )
-        .bind(&update_ids)
-        .bind(&update_heads)
-        .bind(&update_added)
-        .execute(&mut *tx)
-        .await?;
+        let before = write_batches(&mut tx, &batches, &store_updates).await?;
         tx.commit().await?;
+        for batch in outcome.iter_mut().flatten() {
+            shift_positions(batch, before);
+        }
         Ok(outcome)
     }
 
@@ -182,20 +169,9 @@ impl PostgresStore {
             return Ok(Restored::NotEmpty);
         }
         let Some(last) = events.last() else { return Ok(Restored::Done) };
-        let position: i64 =
-            sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
-                .fetch_one(&mut *tx)
-                .await?;
-        let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
-        insert_events(&mut tx, &[&batch]).await?;
-        insert_changes(&mut tx, &[&batch], &last.created_at).await?;
-        sqlx::query("UPDATE stores SET head = $1, event_count = $2, backend_id = $3 WHERE id = $4")
-            .bind(to_i64(last.seq))
-            .bind(events.len() as i64)
-            .bind(backend_id)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+        let batch = restored_batch(id, backend_id, events, ChangePos(1));
+        write_batches(&mut tx, &[&batch], &[(id, last.seq, events.len() as u64)]).await?;
+        sqlx::query("UPDATE stores SET backend_id = $1 WHERE id = $2").bind(backend_id).bind(id.0).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Restored::Done)
     }
@@ -273,56 +249,102 @@ impl PostgresStore {
     }
 }
 
-/// Every event of the group, whatever the number of stores, in one prepared statement.
-async fn insert_events(tx: &mut Transaction<'_, Postgres>, batches: &[&CommittedBatch]) -> StoreResult<()> {
-    let mut columns = EventColumns::default();
-    for batch in batches {
-        for event in batch.events.iter() {
-            columns.push(batch.store, event);
-        }
-    }
-    sqlx::query(
-        "INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::bigint[])",
-    )
-    .bind(columns.store_id)
-    .bind(columns.seq)
-    .bind(columns.parent_seq)
-    .bind(columns.name)
-    .bind(columns.args)
-    .bind(columns.client_id)
-    .bind(columns.session_id)
-    .bind(columns.created_at)
-    .bind(columns.change_pos)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_changes(
+/// Writes a commit group in one statement, so in one round trip whatever the number of stores
+/// or events: takes the group's change-log positions, inserts the events and the change-log
+/// rows, and moves the stores' heads (`updates`: store, new head, events added). `batches` are
+/// numbered from change-log position 1; returns the position before the first one taken, which
+/// [`shift_positions`] adds to them.
+///
+/// The stores' rows are already locked (the group's `SELECT … FOR UPDATE`); the change-log head
+/// is locked here, last, and held to commit (see migrations/postgres, `change_log_head`).
+async fn write_batches(
     tx: &mut Transaction<'_, Postgres>,
     batches: &[&CommittedBatch],
-    created_at: &str,
-) -> StoreResult<()> {
-    let positions: Vec<i64> = batches.iter().map(|b| b.change_pos().0 as i64).collect();
-    let stores: Vec<i64> = batches.iter().map(|b| b.store.0).collect();
-    let firsts: Vec<i64> = batches.iter().map(|b| to_i64(b.events[0].seq)).collect();
-    let lasts: Vec<i64> = batches.iter().map(|b| to_i64(b.last_seq())).collect();
-    let counts: Vec<i32> = batches.iter().map(|b| b.events.len() as i32).collect();
-    sqlx::query(
-        "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) \
-         SELECT u.*, $6 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::int[]) AS u",
+    updates: &[(StoreId, SeqNum, u64)],
+) -> StoreResult<u64> {
+    let mut events = EventColumns::default();
+    let mut changes = ChangeColumns::default();
+    for batch in batches {
+        for event in batch.events.iter() {
+            events.push(batch.store, event);
+        }
+        changes.push(batch);
+    }
+    let before: i64 = sqlx::query_scalar(
+        "WITH head AS ( \
+             UPDATE change_log_head SET position = position + $1 WHERE id = 1 RETURNING position - $1 AS before \
+         ), new_events AS ( \
+             INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+             SELECT e.store_id, e.seq, e.parent_seq, e.name, e.args, e.client_id, e.session_id, e.created_at, \
+                    head.before + e.change_pos \
+             FROM head, UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], \
+                               $8::text[], $9::text[], $10::bigint[]) \
+                  AS e(store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
+         ), new_changes AS ( \
+             INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) \
+             SELECT head.before + c.position, c.store_id, c.first_seq, c.last_seq, c.event_count, c.created_at \
+             FROM head, UNNEST($11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::text[]) \
+                  AS c(position, store_id, first_seq, last_seq, event_count, created_at) \
+         ), moved_heads AS ( \
+             UPDATE stores SET head = u.head, event_count = stores.event_count + u.added \
+             FROM UNNEST($17::bigint[], $18::bigint[], $19::bigint[]) AS u(id, head, added) WHERE stores.id = u.id \
+         ) \
+         SELECT before FROM head",
     )
-    .bind(positions)
-    .bind(stores)
-    .bind(firsts)
-    .bind(lasts)
-    .bind(counts)
-    .bind(created_at)
-    .execute(&mut **tx)
+    .bind(batches.len() as i64)
+    .bind(events.store_id)
+    .bind(events.seq)
+    .bind(events.parent_seq)
+    .bind(events.name)
+    .bind(events.args)
+    .bind(events.client_id)
+    .bind(events.session_id)
+    .bind(events.created_at)
+    .bind(events.change_pos)
+    .bind(changes.position)
+    .bind(changes.store_id)
+    .bind(changes.first_seq)
+    .bind(changes.last_seq)
+    .bind(changes.event_count)
+    .bind(changes.created_at)
+    .bind(updates.iter().map(|(id, _, _)| id.0).collect::<Vec<i64>>())
+    .bind(updates.iter().map(|(_, head, _)| to_i64(*head)).collect::<Vec<i64>>())
+    .bind(updates.iter().map(|(_, _, added)| *added as i64).collect::<Vec<i64>>())
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(())
+    Ok(before as u64)
+}
+
+/// Moves a batch numbered from change-log position 1 to where its group really started. The
+/// batch was just built, so its events are not shared yet and are changed in place.
+fn shift_positions(batch: &mut CommittedBatch, before: u64) {
+    let events = Arc::get_mut(&mut batch.events).expect("a batch just built is not shared");
+    for event in events {
+        event.change_pos = ChangePos(event.change_pos.0 + before);
+    }
+}
+
+/// Change-log rows as column arrays.
+#[derive(Default)]
+struct ChangeColumns {
+    position: Vec<i64>,
+    store_id: Vec<i64>,
+    first_seq: Vec<i64>,
+    last_seq: Vec<i64>,
+    event_count: Vec<i32>,
+    created_at: Vec<String>,
+}
+
+impl ChangeColumns {
+    fn push(&mut self, batch: &CommittedBatch) {
+        self.position.push(batch.change_pos().0 as i64);
+        self.store_id.push(batch.store.0);
+        self.first_seq.push(to_i64(batch.events[0].seq));
+        self.last_seq.push(to_i64(batch.last_seq()));
+        self.event_count.push(batch.events.len() as i32);
+        let last = batch.events.last().expect("a committed batch has events");
+        self.created_at.push(last.created_at.clone());
+    }
 }
 
 /// Events as column arrays, the shape `unnest` takes.
