@@ -171,7 +171,11 @@ impl PostgresStore {
         let Some(last) = events.last() else { return Ok(Restored::Done) };
         let batch = restored_batch(id, backend_id, events, ChangePos(1));
         write_batches(&mut tx, &[&batch], &[(id, last.seq, events.len() as u64)]).await?;
-        sqlx::query("UPDATE stores SET backend_id = $1 WHERE id = $2").bind(backend_id).bind(id.0).execute(&mut *tx).await?;
+        sqlx::query("UPDATE stores SET backend_id = $1 WHERE id = $2")
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Restored::Done)
     }
