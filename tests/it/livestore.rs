@@ -464,3 +464,60 @@ async fn paths_come_from_config_and_the_protocol_can_be_switched_off() {
     assert_eq!(WsClient::upgrade_status(&format!("ws://{}/ls?storeId=a&transport=ws", app.addr)).await, 404);
     app.stop().await;
 }
+
+/// A live puller that stops reading is closed with 1013 and a reason, never skipped: what it got
+/// before the close has no gap. Both socket transports (0.3 `PullReq`, 0.4 live `SyncWsRpc.Pull`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_puller_that_stops_reading_is_closed_not_skipped() {
+    use futures_util::{SinkExt, StreamExt};
+    use junction::eventlog::{AppendBatch, EventBody};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.limits.subscriber_queue = 2;
+    let app = spawn_app_with(config, db).await;
+    for (store, url, pull) in [
+        ("slow03", v03_url(&app, "slow03"), r#"{"_tag":"WSMessage.PullReq","requestId":"r1"}"#.to_owned()),
+        ("slow04", v04_url(&app, "slow04"), pull04("1", "slow04", true, None)),
+    ] {
+        let (mut follower, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        follower.send(Message::text(pull)).await.unwrap();
+        follower.next().await.unwrap().unwrap(); // the (empty) first page: the pull is live
+        // Now it reads nothing while ~12 MB are appended.
+        let padding = format!(r#"{{"pad":"{}"}}"#, "x".repeat(10_000));
+        const EVENTS: usize = 1200;
+        for _ in 0..EVENTS {
+            let body = EventBody {
+                name: "padded".into(),
+                args: serde_json::value::RawValue::from_string(padding.clone()).unwrap(),
+                client_id: "writer".into(),
+                session_id: "w".into(),
+            };
+            app.log.append(&key(store), AppendBatch::AtHead { events: vec![body] }).await.unwrap();
+        }
+        let mut seqs = Vec::new();
+        let close = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), follower.next())
+                .await
+                .expect("a frame within 10 s")
+            {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    // 0.3: PullRes.batch[]; 0.4: Chunk.values[].batch[].
+                    let batches: Vec<&Value> = match frame["values"].as_array() {
+                        Some(values) => values.iter().flat_map(|v| v["batch"].as_array().unwrap()).collect(),
+                        None => frame["batch"].as_array().unwrap().iter().collect(),
+                    };
+                    seqs.extend(batches.iter().map(|b| b["eventEncoded"]["seqNum"].as_u64().unwrap()));
+                }
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                other => panic!("{store}: unexpected {other:?}"),
+            }
+        };
+        assert_eq!(close, Some((1013, "too slow: reconnect and pull again".to_owned())), "{store}");
+        assert!(seqs.len() < EVENTS, "{store}: closed before everything reached it");
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{store}: no gap");
+    }
+    app.stop().await;
+}

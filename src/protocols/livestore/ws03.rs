@@ -8,8 +8,8 @@
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v03::{self, PullContext, Request, Response};
@@ -20,10 +20,13 @@ use crate::server::AppState;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
     let (outbox, mut incoming, writer) = socket::split(socket, 256);
-    // A pull that cannot go on (slow consumer, reset) asks the loop to close the socket.
-    let (pull_ended, mut pull_end) = mpsc::channel::<&'static str>(1);
+    // A pull that cannot go on (slow consumer, reset) queues the close frame with its reason,
+    // then cancels this token to end the loop (a token, not a channel: an idle connection should
+    // not hold a channel's first block of slots for a signal sent at most once).
+    let pull_ended = CancellationToken::new();
     let limiter = RateLimiter::new(state.config.limits.messages_per_second);
-    let mut connection = Connection { state, params, grant, outbox, limiter, pull: None, pull_ended };
+    let mut connection =
+        Connection { state, params, grant, outbox, limiter, pull: None, pull_ended: pull_ended.clone() };
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
@@ -42,10 +45,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            Some(reason) = pull_end.recv() => {
-                connection.outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
-                break;
-            }
+            _ = pull_ended.cancelled() => break,
             _ = connection.state.shutdown.cancelled() => {
                 connection.outbox.close(close_code::GOING_AWAY, "server shutting down").await;
                 break;
@@ -67,7 +67,7 @@ struct Connection {
     limiter: RateLimiter,
     /// The socket's pull (0.3 clients pull once per connection; a new PullReq replaces it).
     pull: Option<JoinHandle<()>>,
-    pull_ended: mpsc::Sender<&'static str>,
+    pull_ended: CancellationToken,
 }
 
 impl Connection {
@@ -154,7 +154,7 @@ async fn run_pull(
     outbox: Outbox,
     request_id: String,
     cursor: Option<u64>,
-    ended: mpsc::Sender<&'static str>,
+    ended: CancellationToken,
 ) {
     let key = params.key();
     let fail = |error: &dyn std::fmt::Display| {
@@ -222,7 +222,8 @@ async fn run_pull(
                     SubscriptionEnded::Reset => "the store was reset",
                     SubscriptionEnded::Log(_) => "internal error",
                 };
-                let _ = ended.send(reason).await;
+                outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
+                ended.cancel();
                 return;
             }
         }

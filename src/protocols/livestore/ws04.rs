@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v04::{self, ClientMessage, Exit, PageInfo, PullArgs, PullResponse, RpcCall, ServerMessage, SyncError};
@@ -33,7 +33,9 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
         live_pulls: HashMap::new(),
         streams: KnownStreams::default(),
     };
-    let (pull_ended, mut pull_end) = mpsc::channel::<&'static str>(1);
+    // A live pull too slow to go on queues the close frame, then cancels this token to end the
+    // loop (a token rather than a channel: see ws03).
+    let pull_ended = CancellationToken::new();
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
@@ -51,10 +53,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            Some(reason) = pull_end.recv() => {
-                connection.outbox.close(close_code::TRY_AGAIN_LATER, reason).await;
-                break;
-            }
+            _ = pull_ended.cancelled() => break,
             _ = connection.state.shutdown.cancelled() => {
                 connection.outbox.close(close_code::GOING_AWAY, "server shutting down").await;
                 break;
@@ -81,7 +80,7 @@ struct Connection {
 impl Connection {
     /// Handles one frame. `Err` closes the socket: the client is out of step with this
     /// connection (§6, issue #1365) and only a fresh one gets it going again.
-    async fn handle(&mut self, text: &str, pull_ended: &mpsc::Sender<&'static str>) -> Result<(), &'static str> {
+    async fn handle(&mut self, text: &str, pull_ended: &CancellationToken) -> Result<(), &'static str> {
         let limit = self.state.config.limits.max_frame_bytes;
         if text.len() > limit {
             let message = format!("message too large: {} bytes, the limit is {limit}", text.len());
@@ -139,7 +138,7 @@ impl Connection {
         Ok(())
     }
 
-    fn pull(&mut self, id: String, args: PullArgs, pull_ended: &mpsc::Sender<&'static str>) {
+    fn pull(&mut self, id: String, args: PullArgs, pull_ended: &CancellationToken) {
         self.streams.remember(id.clone());
         let task = run_pull(
             self.state.clone(),
@@ -237,7 +236,7 @@ async fn run_pull(
     outbox: Outbox,
     id: String,
     args: PullArgs,
-    ended: mpsc::Sender<&'static str>,
+    ended: CancellationToken,
 ) {
     let exit = |exit: Exit| ServerMessage::Exit { request_id: id.clone(), exit }.to_json();
     let mut initial = match Box::pin(start_pull(&state, &params, &args)).await {
@@ -304,7 +303,8 @@ async fn run_pull(
             }
             Err(end) => {
                 tracing::info!(store = %params.store_id, reason = %end, "livestore 0.4: closing a socket whose live pull ended");
-                let _ = ended.send("too slow: reconnect and pull again").await;
+                outbox.close(close_code::TRY_AGAIN_LATER, "too slow: reconnect and pull again").await;
+                ended.cancel();
                 return;
             }
         }
