@@ -104,31 +104,27 @@ async fn per_store_tables_are_moved_into_the_events_table(kind: Kind) {
 /// Runs `old` (if given), then each statement on its own, on a plain connection to the database.
 async fn execute(kind: Kind, url: &str, old: Option<&Migrator>, statements: &[&str]) -> Vec<Result<(), String>> {
     let mut outcomes = Vec::new();
+    // The same steps on either backend's connection type.
+    macro_rules! run_on {
+        ($connect:expr) => {{
+            let mut connection = $connect.await.expect("connect");
+            if let Some(old) = old {
+                old.run(&mut connection).await.expect("the old migrations");
+            }
+            for statement in statements {
+                outcomes
+                    .push(sqlx::query(statement).execute(&mut connection).await.map(drop).map_err(|e| e.to_string()));
+            }
+            connection.close().await.unwrap();
+        }};
+    }
     match kind {
         Kind::Sqlite => {
             let options = SqliteConnectOptions::from_str(url).unwrap().create_if_missing(true);
             std::fs::create_dir_all(options.get_filename().parent().unwrap()).unwrap();
-            let mut connection = SqliteConnection::connect_with(&options).await.expect("connect");
-            if let Some(old) = old {
-                old.run(&mut connection).await.expect("the old migrations");
-            }
-            for statement in statements {
-                outcomes
-                    .push(sqlx::query(statement).execute(&mut connection).await.map(drop).map_err(|e| e.to_string()));
-            }
-            connection.close().await.unwrap();
+            run_on!(SqliteConnection::connect_with(&options))
         }
-        Kind::Postgres => {
-            let mut connection = PgConnection::connect(url).await.expect("connect");
-            if let Some(old) = old {
-                old.run(&mut connection).await.expect("the old migrations");
-            }
-            for statement in statements {
-                outcomes
-                    .push(sqlx::query(statement).execute(&mut connection).await.map(drop).map_err(|e| e.to_string()));
-            }
-            connection.close().await.unwrap();
-        }
+        Kind::Postgres => run_on!(PgConnection::connect(url)),
     }
     outcomes
 }
