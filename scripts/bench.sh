@@ -38,39 +38,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() { printf '[bench.sh] %s\n' "$*" >&2; }
+source scripts/lib.sh
 
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-cleanup_actions=()
-cleanup() {
-  local i
-  for ((i = ${#cleanup_actions[@]} - 1; i >= 0; i--)); do eval "${cleanup_actions[i]}" || true; done
-}
-trap cleanup EXIT
-
-# A throwaway Postgres cluster, as scripts/test.sh starts it (fsync on: numbers with durability).
-start_postgres() {
-  local bin dir port run_as=()
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
-  [ -n "$bin" ] || { log "no Postgres server binaries found (initdb, pg_ctl); install postgresql"; exit 1; }
-  dir=$(mktemp -d /tmp/junction-bench-pg.XXXXXX)
-  port=$(free_port)
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$dir"
-    run_as=(runuser -u postgres --)
-  fi
-  log "starting Postgres ($bin) on 127.0.0.1:$port in $dir"
-  "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
-    || { cat "$dir/initdb.log" >&2; exit 1; }
-  "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=300 -c shared_buffers=256MB" start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
-  cleanup_actions+=("${run_as[*]} $bin/pg_ctl -D $dir/data -m immediate stop >/dev/null; rm -rf $dir")
-  BENCH_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+# A throwaway Postgres for the benchmarks, as scripts/test.sh starts it, with a larger cache.
+start_bench_postgres() {
+  start_postgres -c shared_buffers=256MB
+  BENCH_POSTGRES_URL=$postgres_url
 }
 
 # A fresh, empty store for one Junction, in $store_url; removed on exit.
@@ -211,7 +184,7 @@ fd_limit=$(ulimit -n)
 log "building (release)"
 cargo build --release --locked --bins >&2
 
-case " $stores " in *" postgres "*) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_postgres ;; esac
+case " $stores " in *" postgres "*) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_bench_postgres ;; esac
 
 seconds=10; idle_hold=5; subscribers=1000; big_idle=50000
 if [ "$quick" = 1 ]; then seconds=3; idle_hold=2; subscribers=200; big_idle=2000; fi
@@ -252,7 +225,7 @@ for protocol in $protocols; do
 done
 
 if wants idle-instances; then
-  case " $stores " in *" postgres "*) ;; *) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_postgres ;; esac
+  case " $stores " in *" postgres "*) ;; *) [ -n "${BENCH_POSTGRES_URL:-}" ] || start_bench_postgres ;; esac
   for protocol in $protocols; do
     for i in $(seq 1 "$runs"); do idle_instances "$protocol" 50000; done
   done

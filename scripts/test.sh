@@ -12,47 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '[test.sh] %s\n' "$*" >&2; }
+source scripts/lib.sh
 
-free_port() {
-  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-cleanup_actions=()
-cleanup() {
-  local i
-  for ((i = ${#cleanup_actions[@]} - 1; i >= 0; i--)); do eval "${cleanup_actions[i]}" || true; done
-}
-trap cleanup EXIT
-
-# A clean build of the tests needs about 1.5 GB under target/; say so up front rather than let
+# A clean build of the tests needs about 1 GB under target/; say so up front rather than let
 # the linker die of a full disk halfway through.
 log "disk free under $(pwd): $(df -h --output=avail . | tail -n 1 | tr -d ' ')"
 # Incremental caches only pay off on the next build; a CI run has none.
 if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
-
-start_postgres() {
-  local bin
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
-  [ -n "$bin" ] || { log "no Postgres server binaries found (initdb, pg_ctl); install postgresql"; exit 1; }
-
-  local dir port run_as=()
-  dir=$(mktemp -d /tmp/junction-pg.XXXXXX)
-  port=$(free_port)
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$dir"
-    run_as=(runuser -u postgres --)
-  fi
-  log "starting Postgres ($bin) on 127.0.0.1:$port in $dir"
-  "${run_as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
-    || { cat "$dir/initdb.log" >&2; exit 1; }
-  "${run_as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $port -k $dir -c fsync=on -c max_connections=300" start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
-  cleanup_actions+=("${run_as[*]} $bin/pg_ctl -D $dir/data -m immediate stop >/dev/null; rm -rf $dir")
-  export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
-}
 
 install_redis() {
   command -v redis-server >/dev/null && return
@@ -73,6 +39,7 @@ elif [ -n "${DATABASE_URL:-}" ]; then
   export TEST_POSTGRES_URL="$DATABASE_URL"
 else
   start_postgres
+  export TEST_POSTGRES_URL="$postgres_url"
 fi
 # The real client libraries the interop tests drive (lockfiles committed; installed once here so
 # that tests running in parallel never install into the same folder at the same time).
