@@ -234,3 +234,18 @@ impl WsClient {
         }
     }
 }
+
+/// `npm ci` a Node package of the repo (an interop suite, a client) if it has not been installed
+/// yet. scripts/test.sh installs them all first; this covers running one test on its own.
+pub async fn npm_installed(dir: &str) {
+    if std::path::Path::new(dir).join("node_modules").exists() {
+        return;
+    }
+    let status = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .await
+        .expect("npm");
+    assert!(status.success(), "npm ci in {dir}");
+}

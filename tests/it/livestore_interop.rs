@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::helpers::{Kind, TestApp, TestDatabase, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{Kind, TestApp, TestDatabase, npm_installed, spawn_app, spawn_app_with, test_config};
 
 /// Runs the interop suite against `app`; panics with the suite's output when it fails.
 async fn run_interop(app: &TestApp, extra_env: &[(&str, &str)]) {
@@ -59,7 +59,7 @@ async fn v04_client_recovers_from_a_server_side_close() {
 
     let app = spawn_app(Kind::Sqlite).await;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/v04");
-    ensure_installed(dir).await;
+    npm_installed(dir).await;
     let store = format!("recovery-{}", junction::eventlog::new_backend_id());
     let mut script = tokio::process::Command::new("node")
         .arg("recovery.mjs")
@@ -97,24 +97,10 @@ async fn v04_client_recovers_from_a_server_side_close() {
     app.stop().await;
 }
 
-/// `npm ci` a package of the interop suite if it has not been installed yet.
-async fn ensure_installed(dir: &str) {
-    if std::path::Path::new(dir).join("node_modules").exists() {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .await
-        .expect("npm");
-    assert!(status.success(), "npm ci in {dir}");
-}
-
 /// The backendId the real 0.4 client learns for a store, over `transport`.
 async fn backend_id_seen_by_the_client(app: &TestApp, store: &str, push: u32, transport: &str) -> String {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/v04");
-    ensure_installed(dir).await;
+    npm_installed(dir).await;
     let output = tokio::process::Command::new("node")
         .args(["backend-id.mjs", store, "--push", &push.to_string(), "--transport", transport])
         .current_dir(dir)

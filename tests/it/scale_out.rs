@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{ADMIN_SECRET, Instance, RedisServer, Relay, V03Client, eventually};
-use crate::helpers::{Kind, TestApp, TestDatabase, body, checked, key, spawn_app_with, test_config};
+use crate::helpers::{Kind, TestApp, TestDatabase, body, checked, key, npm_installed, spawn_app_with, test_config};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -179,19 +179,6 @@ async fn stored(instance: &Instance, store: &str) -> Vec<(u64, String)> {
         .iter()
         .map(|e| (e["seq"].as_u64().unwrap(), e["client_id"].as_str().unwrap().to_owned()))
         .collect()
-}
-
-async fn npm_installed(dir: &str) {
-    if std::path::Path::new(dir).join("node_modules").exists() {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .await
-        .expect("npm");
-    assert!(status.success(), "npm ci in {dir}");
 }
 
 /// The real @livestore/sync-cf clients (0.3.1, and 0.4.0 over WebSocket and HTTP) on two

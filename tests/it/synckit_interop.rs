@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Kind, TestApp, TestDatabase, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{Kind, TestApp, TestDatabase, npm_installed, spawn_app, spawn_app_with, test_config};
 
 const INTEROP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/synckit/interop");
 const SECRET: &str = "synckit-interop-secret-of-32-chars!!";
@@ -98,22 +98,8 @@ async fn real_sdk_clients_with_tokens() {
     app.stop().await;
 }
 
-/// `npm ci` the interop package if it has not been installed yet (scripts/test.sh does it first).
-async fn ensure_installed() {
-    if std::path::Path::new(INTEROP).join("node_modules").exists() {
-        return;
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(INTEROP)
-        .status()
-        .await
-        .expect("npm");
-    assert!(status.success(), "npm ci in {INTEROP}");
-}
-
 async fn node_script(app: &TestApp, script: &str, env: &[(&str, &str)]) -> String {
-    ensure_installed().await;
+    npm_installed(INTEROP).await;
     let mut command = tokio::process::Command::new("node");
     command.arg(script).current_dir(INTEROP).env("SYNCKIT_URL", ws_url(app)).kill_on_drop(true);
     for (name, value) in env {
@@ -159,7 +145,7 @@ async fn real_sdk_clients_reconnect_after_a_restart_on_the_same_port() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let app = spawn_app(Kind::Sqlite).await;
-    ensure_installed().await;
+    npm_installed(INTEROP).await;
     let doc = format!("reconnect-{}", junction::eventlog::new_backend_id().to_lowercase());
     let mut script = tokio::process::Command::new("node")
         .arg("reconnect.mjs")
