@@ -5,6 +5,15 @@
 //! a time anyway; owning it avoids `SQLITE_BUSY` upgrade failures between our own connections
 //! and makes group commit the only way to write faster. Reads use a pool of read-only
 //! connections, which WAL lets run beside the writer.
+//!
+//! A write that fails for any reason closes the writer connection, and the next write opens a
+//! new one. After `SQLITE_FULL` or an I/O error SQLite may have rolled back the whole transaction
+//! on its own, or only the failed statement; sqlx's transaction bookkeeping cannot tell, so it
+//! lost count of its nesting and turned later `BEGIN`s into `SAVEPOINT`s inside a transaction that
+//! never committed: every later write was "committed", seen by this connection and acknowledged,
+//! and lost with the connection (a full disk acknowledged hundreds of writes that were never
+//! stored). Closing the connection rolls back whatever it held, so nothing the database did not
+//! confirm survives a failure.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -12,7 +21,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide,
@@ -35,8 +44,39 @@ fn placeholders(rows: usize, columns: usize) -> String {
 }
 
 pub struct SqliteStore {
-    writer: Mutex<SqliteConnection>,
+    /// The writer connection; `None` after a failed write, until the next write opens one.
+    writer: Mutex<Option<SqliteConnection>>,
+    writer_options: SqliteConnectOptions,
     readers: SqlitePool,
+}
+
+/// The writer connection, held for one write. A write that fails calls [`Writer::discard`].
+struct Writer<'a> {
+    slot: MutexGuard<'a, Option<SqliteConnection>>,
+}
+
+impl Writer<'_> {
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.slot.as_mut().expect("opened by SqliteStore::writer")
+    }
+
+    /// Closes the connection after a failed write: SQLite rolls back whatever transaction the
+    /// failure left open, and the next write starts on a fresh connection.
+    async fn discard(&mut self) {
+        if let Some(conn) = self.slot.take() {
+            if let Err(error) = conn.close().await {
+                tracing::warn!(%error, "closing the SQLite writer after a failed write");
+            }
+        }
+    }
+
+    /// Passes `result` through, discarding the connection if it is an error.
+    async fn checked<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
+        if result.is_err() {
+            self.discard().await;
+        }
+        result
+    }
 }
 
 impl SqliteStore {
@@ -53,15 +93,31 @@ impl SqliteStore {
         let writer = SqliteConnection::connect_with(&options).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteStore { writer: Mutex::new(writer), readers })
+        Ok(SqliteStore { writer: Mutex::new(Some(writer)), writer_options: options, readers })
+    }
+
+    /// The writer connection, opened anew if the last write failed.
+    async fn writer(&self) -> StoreResult<Writer<'_>> {
+        let mut slot = self.writer.lock().await;
+        if slot.is_none() {
+            *slot = Some(SqliteConnection::connect_with(&self.writer_options).await?);
+        }
+        Ok(Writer { slot })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        let mut writer = self.writer.lock().await;
-        sqlx::migrate!("./migrations/sqlite").run(&mut *writer).await?;
-        move_per_store_tables(&mut writer).await.map_err(sqlx::migrate::MigrateError::Execute)
+        let mut writer = self.writer().await?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(writer.conn()).await;
+        let moved = match migrated {
+            Ok(()) => move_per_store_tables(writer.conn()).await.map_err(sqlx::migrate::MigrateError::Execute),
+            Err(error) => Err(error),
+        };
+        if moved.is_err() {
+            writer.discard().await;
+        }
+        moved
     }
 
     pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
@@ -77,28 +133,9 @@ impl SqliteStore {
         if let Some(id) = self.find_store(key).await? {
             return Ok(id);
         }
-        let mut writer = self.writer.lock().await;
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
-        )
-        .bind(key.protocol.as_str())
-        .bind(&key.name)
-        .bind(new_backend_id())
-        .bind(now_rfc3339())
-        .fetch_optional(&mut *writer)
-        .await?;
-        let id = match inserted {
-            Some(id) => id,
-            None => {
-                sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
-                    .bind(key.protocol.as_str())
-                    .bind(&key.name)
-                    .fetch_one(&mut *writer)
-                    .await?
-            }
-        };
-        Ok(StoreId(id))
+        let mut writer = self.writer().await?;
+        let registered = register_store(writer.conn(), key).await;
+        writer.checked(registered).await
     }
 
     pub async fn info(&self, id: StoreId) -> StoreResult<StoreInfo> {
@@ -158,77 +195,15 @@ impl SqliteStore {
     }
 
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        let mut heads = HashMap::new();
-        let ids = stores_in_lock_order(group);
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql =
-                format!("SELECT id, head, backend_id FROM stores WHERE id IN ({})", vec!["?"; chunk.len()].join(","));
-            let mut select = sqlx::query(&sql);
-            for id in chunk {
-                select = select.bind(id.0);
-            }
-            for row in select.fetch_all(&mut *tx).await? {
-                let (id, head) = locked_head(&row)?;
-                heads.insert(id, head);
-            }
-        }
-        if heads.len() != ids.len() {
-            return Err(sqlx::Error::RowNotFound);
-        }
-        let decision = decide(group, &heads);
-        let accepted = decision.accepted();
-        if accepted == 0 {
-            return Ok(materialize(decision, &heads, 0, ""));
-        }
-        let last: i64 =
-            sqlx::query_scalar("UPDATE change_log_head SET position = position + ? WHERE id = 1 RETURNING position")
-                .bind(accepted as i64)
-                .fetch_one(&mut *tx)
-                .await?;
-        let store_updates = decision.store_updates.clone();
-        let created_at = now_rfc3339();
-        let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
-        let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
-        insert_batches(&mut tx, &batches, &created_at).await?;
-        for (id, head, added) in store_updates {
-            sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")
-                .bind(to_i64(head))
-                .bind(added as i64)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(outcome)
+        let mut writer = self.writer().await?;
+        let result = commit_group_on(writer.conn(), group).await;
+        writer.checked(result).await
     }
 
     pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        let row =
-            sqlx::query("SELECT head, event_count FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
-        let (head, count): (i64, i64) = (row.try_get("head")?, row.try_get("event_count")?);
-        if head != 0 || count != 0 {
-            return Ok(Restored::NotEmpty);
-        }
-        let Some(last) = events.last() else { return Ok(Restored::Done) };
-        let position: i64 =
-            sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
-                .fetch_one(&mut *tx)
-                .await?;
-        let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
-        insert_batches(&mut tx, &[&batch], &last.created_at).await?;
-        sqlx::query("UPDATE stores SET head = ?, event_count = ?, backend_id = ? WHERE id = ?")
-            .bind(to_i64(last.seq))
-            .bind(events.len() as i64)
-            .bind(backend_id)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Restored::Done)
+        let mut writer = self.writer().await?;
+        let result = restore_on(writer.conn(), id, backend_id, events).await;
+        writer.checked(result).await
     }
 
     pub async fn read(&self, id: StoreId, after: SeqNum, limit: u32) -> StoreResult<Vec<Event>> {
@@ -255,35 +230,15 @@ impl SqliteStore {
     }
 
     pub async fn reset(&self, id: StoreId, backend_id: &str) -> StoreResult<()> {
-        let mut writer = self.writer.lock().await;
-        let mut tx = writer.begin().await?;
-        sqlx::query("DELETE FROM events WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM changes WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM snapshots WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
-        sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = ? WHERE id = ?")
-            .bind(backend_id)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        let mut writer = self.writer().await?;
+        let result = reset_on(writer.conn(), id, backend_id).await;
+        writer.checked(result).await
     }
 
     pub async fn save_snapshot(&self, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
-        let mut writer = self.writer.lock().await;
-        sqlx::query(
-            "INSERT INTO snapshots (store_id, backend_id, seq, body, created_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (store_id) DO UPDATE SET backend_id = excluded.backend_id, seq = excluded.seq, \
-             body = excluded.body, created_at = excluded.created_at WHERE excluded.seq > snapshots.seq \
-             OR excluded.backend_id <> snapshots.backend_id",
-        )
-        .bind(id.0)
-        .bind(&snapshot.backend_id)
-        .bind(to_i64(snapshot.seq))
-        .bind(&snapshot.body)
-        .bind(now_rfc3339())
-        .execute(&mut *writer)
-        .await
-        .map(|_| ())
+        let mut writer = self.writer().await?;
+        let result = save_snapshot_on(writer.conn(), id, snapshot).await;
+        writer.checked(result).await
     }
 
     pub async fn load_snapshot(&self, id: StoreId) -> StoreResult<Option<Snapshot>> {
@@ -301,6 +256,136 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.readers.close().await;
     }
+}
+
+/// Registers a store (or finds the row a concurrent registration made).
+async fn register_store(conn: &mut SqliteConnection, key: &StoreKey) -> StoreResult<StoreId> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO stores (protocol, name, backend_id, created_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (protocol, name) DO NOTHING RETURNING id",
+    )
+    .bind(key.protocol.as_str())
+    .bind(&key.name)
+    .bind(new_backend_id())
+    .bind(now_rfc3339())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let id = match inserted {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
+                .bind(key.protocol.as_str())
+                .bind(&key.name)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    Ok(StoreId(id))
+}
+
+async fn commit_group_on(conn: &mut SqliteConnection, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+    let mut tx = conn.begin().await?;
+    let mut heads = HashMap::new();
+    let ids = stores_in_lock_order(group);
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!("SELECT id, head, backend_id FROM stores WHERE id IN ({})", vec!["?"; chunk.len()].join(","));
+        let mut select = sqlx::query(&sql);
+        for id in chunk {
+            select = select.bind(id.0);
+        }
+        for row in select.fetch_all(&mut *tx).await? {
+            let (id, head) = locked_head(&row)?;
+            heads.insert(id, head);
+        }
+    }
+    if heads.len() != ids.len() {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    let decision = decide(group, &heads);
+    let accepted = decision.accepted();
+    if accepted == 0 {
+        return Ok(materialize(decision, &heads, 0, ""));
+    }
+    let last: i64 =
+        sqlx::query_scalar("UPDATE change_log_head SET position = position + ? WHERE id = 1 RETURNING position")
+            .bind(accepted as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+    let store_updates = decision.store_updates.clone();
+    let created_at = now_rfc3339();
+    let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
+    let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
+    insert_batches(&mut tx, &batches, &created_at).await?;
+    for (id, head, added) in store_updates {
+        sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")
+            .bind(to_i64(head))
+            .bind(added as i64)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn restore_on(
+    conn: &mut SqliteConnection,
+    id: StoreId,
+    backend_id: &str,
+    events: &[Event],
+) -> StoreResult<Restored> {
+    let mut tx = conn.begin().await?;
+    let row = sqlx::query("SELECT head, event_count FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
+    let (head, count): (i64, i64) = (row.try_get("head")?, row.try_get("event_count")?);
+    if head != 0 || count != 0 {
+        return Ok(Restored::NotEmpty);
+    }
+    let Some(last) = events.last() else { return Ok(Restored::Done) };
+    let position: i64 =
+        sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
+            .fetch_one(&mut *tx)
+            .await?;
+    let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
+    insert_batches(&mut tx, &[&batch], &last.created_at).await?;
+    sqlx::query("UPDATE stores SET head = ?, event_count = ?, backend_id = ? WHERE id = ?")
+        .bind(to_i64(last.seq))
+        .bind(events.len() as i64)
+        .bind(backend_id)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Restored::Done)
+}
+
+async fn reset_on(conn: &mut SqliteConnection, id: StoreId, backend_id: &str) -> StoreResult<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("DELETE FROM events WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM changes WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM snapshots WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
+    sqlx::query("UPDATE stores SET head = 0, event_count = 0, backend_id = ? WHERE id = ?")
+        .bind(backend_id)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+async fn save_snapshot_on(conn: &mut SqliteConnection, id: StoreId, snapshot: &Snapshot) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO snapshots (store_id, backend_id, seq, body, created_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (store_id) DO UPDATE SET backend_id = excluded.backend_id, seq = excluded.seq, \
+         body = excluded.body, created_at = excluded.created_at WHERE excluded.seq > snapshots.seq \
+         OR excluded.backend_id <> snapshots.backend_id",
+    )
+    .bind(id.0)
+    .bind(&snapshot.backend_id)
+    .bind(to_i64(snapshot.seq))
+    .bind(&snapshot.body)
+    .bind(now_rfc3339())
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// Writes committed batches and their change-log rows with multi-row statements: the cost of a

@@ -26,6 +26,11 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A database the test made itself (e.g. SQLite on a filesystem of its own).
+    pub fn at(url: String) -> TestDatabase {
+        TestDatabase { url, _dir: None }
+    }
+
     pub async fn new(kind: Kind) -> Arc<TestDatabase> {
         match kind {
             Kind::Sqlite => {

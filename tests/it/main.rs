@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod eventlog;
+mod faults;
 mod helpers;
 mod http;
 mod import_d1;

@@ -1,0 +1,343 @@
+//! Faults of the storage under the write path: a disk that fills up (SQLite on a small tmpfs) and
+//! a commit that fails (Postgres, with a deferred trigger). Whatever happens, a write is
+//! acknowledged only if it committed, every write of a failed commit gets the protocol's error,
+//! nothing cached runs ahead of the database, and writes go on from the true head once the fault
+//! is gone, without a restart.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use junction::eventlog::{AppendBatch, Protocol, SeqNum, StoreKey};
+use serde_json::{Value, json};
+
+use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, body, spawn_app_with, test_config};
+
+/// A tmpfs of a few megabytes mounted for one test, with a ballast file that the test deletes to
+/// give space back. Needs root (scripts/test.sh and CI run as root).
+struct SmallDisk {
+    dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32, ballast_megabytes: u32) -> SmallDisk {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let dir = parent.path().join("disk");
+        std::fs::create_dir(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(
+            status.success(),
+            "the disk-full tests mount a small tmpfs and need root (scripts/test.sh and CI run as root)"
+        );
+        let disk = SmallDisk { dir, _parent: parent };
+        std::fs::write(disk.ballast(), vec![7u8; ballast_megabytes as usize * 1024 * 1024]).unwrap();
+        disk
+    }
+
+    fn ballast(&self) -> PathBuf {
+        self.dir.join("ballast")
+    }
+
+    fn free_space(&self) {
+        std::fs::remove_file(self.ballast()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: a server still closing its files must not make the unmount fail.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+async fn app_on_disk(disk: &SmallDisk) -> TestApp {
+    let db = Arc::new(TestDatabase::at(format!("sqlite://{}", Path::new(&disk.dir).join("junction.db").display())));
+    spawn_app_with(test_config(&db), db).await
+}
+
+/// About 24 KB of event arguments: a few hundred writes fill the disk.
+fn filler(tag: &str) -> String {
+    format!("{tag}:{}", "x".repeat(24 * 1024))
+}
+
+/// One protocol's write path, driven over its real wire by one client.
+enum Writer {
+    LiveStore03 { ws: WsClient, head: u64 },
+    LiveStore04 { ws: WsClient, head: u64, store: String },
+    SyncKit { ws: WsClient },
+    PocketHttp { http: reqwest::Client, app_url: String },
+}
+
+impl Writer {
+    async fn connect(app: &TestApp, protocol: &str) -> Writer {
+        let addr = app.addr;
+        match protocol {
+            "livestore-0.3" => Writer::LiveStore03 {
+                ws: WsClient::connect(&format!("ws://{addr}/websocket?storeId=full03")).await,
+                head: 0,
+            },
+            "livestore-0.4" => Writer::LiveStore04 {
+                ws: WsClient::connect(&format!("ws://{addr}/?storeId=full04&transport=ws")).await,
+                head: 0,
+                store: "full04".into(),
+            },
+            "synckit" => Writer::SyncKit { ws: WsClient::connect(&format!("ws://{addr}/ws")).await },
+            "pocket" => Writer::PocketHttp { http: reqwest::Client::new(), app_url: app.url("") },
+            other => panic!("unknown protocol {other}"),
+        }
+    }
+
+    /// The store this writer writes to.
+    fn key(protocol: &str) -> StoreKey {
+        match protocol {
+            "livestore-0.3" => StoreKey::new(Protocol::LiveStore, "full03"),
+            "livestore-0.4" => StoreKey::new(Protocol::LiveStore, "full04"),
+            "synckit" => StoreKey::new(Protocol::SyncKit, "full"),
+            "pocket" => StoreKey::new(Protocol::Pocket, "full"),
+            other => panic!("unknown protocol {other}"),
+        }
+    }
+
+    /// Writes one event tagged `tag`; true if the server acknowledged it, false if it answered
+    /// with its error for a write that was not stored.
+    async fn write(&mut self, tag: &str) -> bool {
+        match self {
+            Writer::LiveStore03 { ws, head } => {
+                let seq = *head + 1;
+                let event = json!({"name": "filled", "args": {"tag": filler(tag)}, "seqNum": seq,
+                    "parentSeqNum": *head, "clientId": "c", "sessionId": "s"});
+                ws.send(&json!({"_tag": "WSMessage.PushReq", "requestId": tag, "batch": [event]}).to_string()).await;
+                loop {
+                    let reply = ws.recv_json().await;
+                    match reply["_tag"].as_str() {
+                        Some("WSMessage.PushAck") if reply["requestId"] == tag => {
+                            *head = seq;
+                            return true;
+                        }
+                        Some("WSMessage.Error") if reply["requestId"] == tag => {
+                            let message = reply["message"].as_str().unwrap_or_default();
+                            assert!(!message.contains("parent"), "the server's head ran ahead of the client: {reply}");
+                            return false;
+                        }
+                        _ => continue, // the echo of a push
+                    }
+                }
+            }
+            Writer::LiveStore04 { ws, head, store } => {
+                let seq = *head + 1;
+                let event = json!({"name": "filled", "args": {"tag": filler(tag)}, "seqNum": seq,
+                    "parentSeqNum": *head, "clientId": "c", "sessionId": "s"});
+                let request = json!({"_tag": "Request", "id": tag, "tag": "SyncWsRpc.Push",
+                    "payload": {"storeId": store, "batch": [event], "backendId": {"_tag": "None"}}, "headers": []});
+                ws.send(&request.to_string()).await;
+                loop {
+                    let reply = ws.recv_json().await;
+                    if reply["_tag"] != "Exit" || reply["requestId"] != *tag {
+                        continue;
+                    }
+                    if reply["exit"]["_tag"] == "Success" {
+                        *head = seq;
+                        return true;
+                    }
+                    assert!(
+                        !reply.to_string().contains("ServerAhead"),
+                        "the server's head ran ahead of the client: {reply}"
+                    );
+                    return false;
+                }
+            }
+            Writer::SyncKit { ws } => {
+                let delta = json!({"type": "delta", "id": tag, "timestamp": 1, "documentId": "full",
+                    "delta": {tag: filler(tag)}, "vectorClock": {"c": 1}});
+                ws.send(&delta.to_string()).await;
+                loop {
+                    let reply = ws.recv_json().await;
+                    match reply["type"].as_str() {
+                        Some("ack") if reply["messageId"] == tag => return true,
+                        Some("error") => return false,
+                        _ => continue, // echoes of earlier writes
+                    }
+                }
+            }
+            Writer::PocketHttp { http, app_url } => {
+                let document = json!({"_id": tag, "fill": filler(tag), "_rev": "1-a", "_createdAt": 1,
+                    "_updatedAt": 1, "_vclock": {"W": 1}});
+                let push = json!({"type": "push", "id": tag, "collection": "full",
+                    "changes": [{"operation": "insert", "documentId": tag, "document": document,
+                        "isFromSync": false, "timestamp": 1, "sequence": 1}],
+                    "checkpoint": {"sequences": {}}});
+                let response = http.post(format!("{app_url}/sync/push")).json(&push).send().await.unwrap();
+                let status = response.status();
+                let reply: Value = response.json().await.unwrap();
+                if status.is_success() && reply["success"] == true {
+                    return true;
+                }
+                assert!(status.is_server_error(), "a storage failure is a 5xx, got {status}: {reply}");
+                false
+            }
+        }
+    }
+}
+
+/// The tags of the events stored for a protocol's writer, as the database has them: every
+/// filler starts with `<tag>:xxx`, wherever the protocol puts it in the event's arguments.
+async fn stored_tags(app: &TestApp, protocol: &str) -> BTreeSet<String> {
+    let events = app.log.read(&Writer::key(protocol), SeqNum::ROOT, 1_000_000).await.unwrap();
+    events.iter().flat_map(|event| tags_in(event.body.args.get())).collect()
+}
+
+fn tags_in(text: &str) -> Vec<String> {
+    text.match_indices(":xxxx")
+        .map(|(at, _)| {
+            let before = &text[..at];
+            let start = before.rfind(|c: char| !c.is_ascii_alphanumeric() && c != '-').map_or(0, |i| i + 1);
+            before[start..].to_owned()
+        })
+        .collect()
+}
+
+/// Writes until the disk is full and then some, gives space back, writes on, restarts: what was
+/// acknowledged is exactly what is stored, before and after the restart.
+async fn disk_full_acknowledges_only_what_is_stored(protocol: &str) {
+    let disk = SmallDisk::mount(8, 4);
+    let app = app_on_disk(&disk).await;
+    let mut writer = Writer::connect(&app, protocol).await;
+    let mut acknowledged = BTreeSet::new();
+    let (mut failures, mut written) = (0, 0);
+    // Keep writing well past the first failure: that is where acknowledgements used to go astray.
+    while failures < 40 {
+        written += 1;
+        assert!(written < 2_000, "the disk never filled");
+        let tag = format!("w{written}");
+        if writer.write(&tag).await {
+            acknowledged.insert(tag);
+        } else {
+            failures += 1;
+        }
+    }
+    assert_eq!(stored_tags(&app, protocol).await, acknowledged, "{protocol}: acknowledged vs stored on a full disk");
+
+    // Space comes back: writes go on from the true head, without a restart.
+    disk.free_space();
+    for _ in 0..5 {
+        written += 1;
+        let tag = format!("w{written}");
+        assert!(writer.write(&tag).await, "{protocol}: a write after space came back was refused");
+        acknowledged.insert(tag);
+    }
+    assert_eq!(stored_tags(&app, protocol).await, acknowledged);
+    drop(writer);
+    let app = app.restart().await;
+    assert_eq!(stored_tags(&app, protocol).await, acknowledged, "{protocol}: after a restart");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_livestore_03() {
+    disk_full_acknowledges_only_what_is_stored("livestore-0.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_livestore_04() {
+    disk_full_acknowledges_only_what_is_stored("livestore-0.4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_synckit() {
+    disk_full_acknowledges_only_what_is_stored("synckit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_pocket_http() {
+    disk_full_acknowledges_only_what_is_stored("pocket").await;
+}
+
+/// Many writers at once, so that the disk fills in the middle of commit groups: every writer's
+/// acknowledged events are stored, in the order acknowledged, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_mid_group_with_concurrent_writers() {
+    let disk = SmallDisk::mount(8, 4);
+    let app = app_on_disk(&disk).await;
+    const WRITERS: usize = 8;
+    let run = |app_log: junction::eventlog::EventLog, round: &'static str| async move {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let log = app_log.clone();
+                tokio::spawn(async move {
+                    // Half the writers share one store, half have their own.
+                    let key = StoreKey::new(
+                        Protocol::LiveStore,
+                        if w % 2 == 0 { "shared".into() } else { format!("own{w}") },
+                    );
+                    let (mut acknowledged, mut failures) = (Vec::new(), 0);
+                    for i in 0..400 {
+                        if failures >= 10 && round == "fill" {
+                            break;
+                        }
+                        if round == "after" && i == 5 {
+                            break;
+                        }
+                        let tag = format!("{round}-{w}-{i}");
+                        let batch = AppendBatch::AtHead {
+                            events: vec![body("filled", &json!({"tag": filler(&tag)}).to_string())],
+                        };
+                        match log.append(&key, batch).await {
+                            Ok(appended) => acknowledged.push((key.name.clone(), appended.first_seq, tag)),
+                            Err(junction::eventlog::AppendError::Log(_)) => failures += 1,
+                            Err(other) => panic!("unexpected refusal: {other}"),
+                        }
+                    }
+                    (acknowledged, failures)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut failed = 0;
+        for task in tasks {
+            let (acknowledged, failures) = task.await.unwrap();
+            all.extend(acknowledged);
+            failed += failures;
+        }
+        (all, failed)
+    };
+    let (mut acknowledged, failed) = run(app.log.clone(), "fill").await;
+    assert!(failed > 0, "the disk never filled");
+    let check = |app: &TestApp, acknowledged: &Vec<(String, SeqNum, String)>| {
+        let log = app.log.clone();
+        let acknowledged = acknowledged.clone();
+        async move {
+            let mut expected: Vec<(String, SeqNum, String)> = acknowledged;
+            expected.sort();
+            let mut stored = Vec::new();
+            let mut names: Vec<String> = expected.iter().map(|e| e.0.clone()).collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                for event in
+                    log.read(&StoreKey::new(Protocol::LiveStore, name.clone()), SeqNum::ROOT, 100_000).await.unwrap()
+                {
+                    for tag in tags_in(event.body.args.get()) {
+                        stored.push((name.clone(), event.seq, tag));
+                    }
+                }
+            }
+            stored.sort();
+            assert_eq!(stored, expected, "acknowledged vs stored (store, seq, tag)");
+        }
+    };
+    check(&app, &acknowledged).await;
+    disk.free_space();
+    let (after, failed) = run(app.log.clone(), "after").await;
+    assert_eq!(failed, 0, "writes fail after space came back");
+    acknowledged.extend(after);
+    check(&app, &acknowledged).await;
+    let app = app.restart().await;
+    check(&app, &acknowledged).await;
+    app.stop().await;
+}
