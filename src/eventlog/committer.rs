@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CommittedBatch, EventLogError, SeqNum};
 use crate::fanout::{FanOut, LiveMessage};
 use crate::metrics::Metrics;
-use crate::store::{AppendRequest, Backend};
+use crate::store::{AppendRequest, Backend, GroupFailed};
 
 /// What the committer answers: the committed batch, or the head that failed the check.
 pub(super) type Reply = Result<Result<CommittedBatch, SeqNum>, EventLogError>;
@@ -59,16 +59,28 @@ async fn commit(backend: &Backend, group: &mut Vec<Pending>, fanout: &dyn FanOut
                 answer(pending, Ok(outcome), fanout);
             }
         }
+        // The group may be stored: committing its requests again could store them twice, so every
+        // writer hears of the failure (a client retrying a checked append then finds it there).
+        Err(GroupFailed::OutcomeUnknown(error)) => {
+            tracing::error!(%error, requests = group.len(), "group commit outcome unknown");
+            let error = Arc::new(error);
+            for pending in group.drain(..) {
+                answer(pending, Err(EventLogError::CommitUnknown(error.to_string())), fanout);
+            }
+        }
         // One bad request must not fail its neighbours: retry each in a transaction of its own.
-        Err(error) if group.len() > 1 => {
+        Err(GroupFailed::RolledBack(error)) if group.len() > 1 => {
             tracing::warn!(%error, requests = group.len(), "group commit failed; committing its requests one by one");
             for pending in group.drain(..) {
                 let outcome = backend.commit_group(&[&pending.request]).await;
-                let reply = outcome.map(|mut o| o.remove(0)).map_err(EventLogError::from);
+                let reply = outcome.map(|mut o| o.remove(0)).map_err(|failed| match failed {
+                    GroupFailed::RolledBack(error) => EventLogError::from(error),
+                    GroupFailed::OutcomeUnknown(error) => EventLogError::CommitUnknown(error.to_string()),
+                });
                 answer(pending, reply, fanout);
             }
         }
-        Err(error) => {
+        Err(GroupFailed::RolledBack(error)) => {
             tracing::error!(%error, "append failed");
             if let Some(pending) = group.pop() {
                 answer(pending, Err(error.into()), fanout);

@@ -36,6 +36,9 @@ use crate::store::{AppendRequest, Backend, Restored};
 pub enum EventLogError {
     #[error("storage failure: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The connection to the database broke during COMMIT: the append may or may not be stored.
+    #[error("storage failure; the append may or may not be stored: {0}")]
+    CommitUnknown(String),
     #[error("the event log is shutting down")]
     ShuttingDown,
     #[error("invalid history: {0}")]

@@ -42,6 +42,18 @@ pub struct AppendRequest {
 /// Per request of a group: the committed batch, or the head that made it fail its check.
 pub type GroupOutcome = Vec<Result<CommittedBatch, SeqNum>>;
 
+/// Why a commit group failed, as far as the backend can tell.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupFailed {
+    /// The transaction was rolled back: nothing of the group is stored.
+    #[error(transparent)]
+    RolledBack(#[from] sqlx::Error),
+    /// The connection broke while `COMMIT` was on its way: the group may or may not be stored.
+    /// Committing its requests again could store them twice.
+    #[error("the outcome of COMMIT is unknown: {0}")]
+    OutcomeUnknown(sqlx::Error),
+}
+
 pub enum Backend {
     Sqlite(SqliteStore),
     Postgres(PostgresStore),
@@ -116,7 +128,7 @@ impl Backend {
 
     /// Commits a group of appends in one transaction. Requests for the same store are applied in
     /// the order given; a request whose check fails writes nothing and does not affect the others.
-    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> Result<GroupOutcome, GroupFailed> {
         dispatch!(self, store => store.commit_group(group).await)
     }
 

@@ -14,9 +14,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide,
-    event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order,
-    to_i64,
+    AppendRequest, GroupFailed, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row,
+    decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info,
+    stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -125,7 +125,7 @@ impl PostgresStore {
         rows.iter().map(change_mark_from_row).collect()
     }
 
-    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> Result<GroupOutcome, GroupFailed> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<i64> = stores_in_lock_order(group).iter().map(|id| id.0).collect();
         let rows = sqlx::query("SELECT id, head, backend_id FROM stores WHERE id = ANY($1) ORDER BY id FOR UPDATE")
@@ -138,7 +138,7 @@ impl PostgresStore {
             heads.insert(id, head);
         }
         if heads.len() != ids.len() {
-            return Err(sqlx::Error::RowNotFound);
+            return Err(sqlx::Error::RowNotFound.into());
         }
         let decision = decide(group, &heads);
         let accepted = decision.accepted();
@@ -151,7 +151,12 @@ impl PostgresStore {
         let mut outcome = materialize(decision, &heads, 1, &now_rfc3339());
         let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
         let before = write_batches(&mut tx, &batches, &store_updates).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(|error| match error {
+            // The server answered: it refused the commit and rolled the transaction back.
+            sqlx::Error::Database(_) => GroupFailed::RolledBack(error),
+            // No answer (the connection or the server went away): it may have committed.
+            other => GroupFailed::OutcomeUnknown(other),
+        })?;
         for batch in outcome.iter_mut().flatten() {
             shift_positions(batch, before);
         }

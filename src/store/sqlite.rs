@@ -24,9 +24,9 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
-    AppendRequest, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row, decide,
-    event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info, stores_in_lock_order,
-    to_i64,
+    AppendRequest, GroupFailed, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row,
+    decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info,
+    stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -46,7 +46,7 @@ fn placeholders(rows: usize, columns: usize) -> String {
 pub struct SqliteStore {
     /// The writer connection; `None` after a failed write, until the next write opens one.
     writer: Mutex<Option<SqliteConnection>>,
-    writer_options: SqliteConnectOptions,
+    writer_options: Box<SqliteConnectOptions>,
     readers: SqlitePool,
 }
 
@@ -95,7 +95,7 @@ impl SqliteStore {
             .max_connections(config.max_connections)
             .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteStore { writer: Mutex::new(Some(writer)), writer_options: options, readers })
+        Ok(SqliteStore { writer: Mutex::new(Some(writer)), writer_options: Box::new(options), readers })
     }
 
     /// The writer connection, opened anew if the last write failed.
@@ -194,10 +194,12 @@ impl SqliteStore {
         rows.iter().map(change_mark_from_row).collect()
     }
 
-    pub async fn commit_group(&self, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
+    /// A failure here always rolled back: the writer connection is closed on any error, and a
+    /// `COMMIT` that SQLite did not confirm is undone by that.
+    pub async fn commit_group(&self, group: &[&AppendRequest]) -> Result<GroupOutcome, GroupFailed> {
         let mut writer = self.writer().await?;
         let result = commit_group_on(writer.conn(), group).await;
-        writer.checked(result).await
+        Ok(writer.checked(result).await?)
     }
 
     pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {

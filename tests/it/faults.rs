@@ -341,3 +341,76 @@ async fn disk_full_mid_group_with_concurrent_writers() {
     check(&app, &acknowledged).await;
     app.stop().await;
 }
+
+/// Makes every Postgres commit that inserted events fail while `fault_switch` is on, as a full
+/// disk or a failing server would: a deferred constraint trigger runs at COMMIT.
+async fn install_commit_fault(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for statement in [
+        "CREATE TABLE fault_switch (failing BOOLEAN NOT NULL)",
+        "INSERT INTO fault_switch VALUES (false)",
+        "CREATE FUNCTION fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF (SELECT failing FROM fault_switch) THEN RAISE EXCEPTION 'injected: could not extend file' \
+         USING ERRCODE = 'disk_full'; END IF; RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON events DEFERRABLE INITIALLY DEFERRED \
+         FOR EACH ROW EXECUTE FUNCTION fail_commit()",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    conn
+}
+
+async fn set_commit_fault(conn: &mut sqlx::PgConnection, failing: bool) {
+    sqlx::query("UPDATE fault_switch SET failing = $1").bind(failing).execute(conn).await.unwrap();
+}
+
+/// On Postgres, a commit that fails (at COMMIT, after every statement succeeded) fails every
+/// write of its group with the protocol's error, and writes go on from the true head afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failed_commits_acknowledge_nothing() {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let app = spawn_app_with(test_config(&db), db.clone()).await;
+    let mut fault = install_commit_fault(&db.url).await;
+    let protocols = ["livestore-0.3", "livestore-0.4", "synckit", "pocket"];
+    let mut acknowledged = vec![BTreeSet::new(); protocols.len()];
+    for (i, protocol) in protocols.iter().enumerate() {
+        let mut writer = Writer::connect(&app, protocol).await;
+        let mut written = 0;
+        for phase in ["before", "failing", "after"] {
+            set_commit_fault(&mut fault, phase == "failing").await;
+            for _ in 0..5 {
+                written += 1;
+                let tag = format!("w{written}");
+                let acked = writer.write(&tag).await;
+                assert_eq!(acked, phase != "failing", "{protocol}: write {tag} while {phase}");
+                if acked {
+                    acknowledged[i].insert(tag);
+                }
+            }
+        }
+        assert_eq!(stored_tags(&app, protocol).await, acknowledged[i], "{protocol}");
+    }
+    // Concurrent writers whose group fails at COMMIT: none of them is acknowledged.
+    set_commit_fault(&mut fault, true).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let log = app.log.clone();
+            tokio::spawn(async move {
+                let key =
+                    StoreKey::new(Protocol::LiveStore, if w % 2 == 0 { "shared".into() } else { format!("own{w}") });
+                log.append(&key, AppendBatch::AtHead { events: vec![body("x", "{}")] }).await.is_ok()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(!task.await.unwrap(), "a write of a failed commit was acknowledged");
+    }
+    set_commit_fault(&mut fault, false).await;
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "shared")).await.unwrap(), SeqNum::ROOT);
+    let app = app.restart().await;
+    for (i, protocol) in protocols.iter().enumerate() {
+        assert_eq!(stored_tags(&app, protocol).await, acknowledged[i], "{protocol} after a restart");
+    }
+    app.stop().await;
+}
