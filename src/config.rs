@@ -49,6 +49,10 @@ pub struct StoreConfig {
     pub commit_max_requests: usize,
     /// Events per page when a subscriber catches up from storage.
     pub catch_up_page: u32,
+    /// How long (ms) a request waits for a database connection, and the start waits for the
+    /// first one, before it fails with a retryable error. Short, so that clients hear at once
+    /// that the database is gone instead of hanging.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +210,7 @@ impl Default for StoreConfig {
             max_connections: 8,
             commit_max_requests: 512,
             catch_up_page: 256,
+            timeout_ms: 3000,
         }
     }
 }
@@ -336,6 +341,9 @@ impl Config {
         }
         if self.store.commit_max_requests == 0 {
             return invalid("store.commit_max_requests", "must be at least 1");
+        }
+        if self.store.timeout_ms == 0 {
+            return invalid("store.timeout_ms", "must be at least 1");
         }
         if self.store.catch_up_page == 0 {
             return invalid("store.catch_up_page", "must be at least 1");

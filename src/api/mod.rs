@@ -55,8 +55,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no such store")]
     NotFound,
+    #[error("the database is unavailable; retry shortly")]
+    Unavailable(EventLogError),
     #[error("internal error")]
-    Internal(#[from] EventLogError),
+    Internal(EventLogError),
+}
+
+impl From<EventLogError> for ApiError {
+    fn from(error: EventLogError) -> Self {
+        if error.is_unavailable() { ApiError::Unavailable(error) } else { ApiError::Internal(error) }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -66,12 +74,19 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(error) => {
+                tracing::warn!(%error, "event API: the database is unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(error) => {
                 tracing::error!(%error, "event API");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
         let mut response = (status, axum::Json(json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, "1".parse().expect("static header"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
         }

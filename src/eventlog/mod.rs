@@ -36,6 +36,9 @@ use crate::store::{AppendRequest, Backend, Restored};
 pub enum EventLogError {
     #[error("storage failure: {0}")]
     Storage(#[from] sqlx::Error),
+    /// The commit of the append's group failed: nothing of it is stored.
+    #[error("storage failure; nothing was stored: {0}")]
+    CommitFailed(Arc<sqlx::Error>),
     /// The connection to the database broke during COMMIT: the append may or may not be stored.
     #[error("storage failure; the append may or may not be stored: {0}")]
     CommitUnknown(String),
@@ -43,6 +46,18 @@ pub enum EventLogError {
     ShuttingDown,
     #[error("invalid history: {0}")]
     InvalidHistory(String),
+}
+
+impl EventLogError {
+    /// Whether the database cannot be reached or cannot write now (rather than refusing this
+    /// request): the client should retry later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            EventLogError::Storage(error) => !matches!(error, sqlx::Error::Database(_) | sqlx::Error::RowNotFound),
+            EventLogError::CommitFailed(_) | EventLogError::CommitUnknown(_) | EventLogError::ShuttingDown => true,
+            EventLogError::InvalidHistory(_) => false,
+        }
+    }
 }
 
 /// What [`EventLog::restore`] did.

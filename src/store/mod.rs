@@ -32,6 +32,16 @@ pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, sqlx::Error>;
 
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Where and why, in one line (no source chain that would print the reason twice).
+    #[error("cannot reach Postgres at {place}: {reason}")]
+    Unreachable { place: String, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
 /// One append waiting in a commit group.
 #[derive(Debug)]
 pub struct AppendRequest {
@@ -69,7 +79,7 @@ macro_rules! dispatch {
 }
 
 impl Backend {
-    pub async fn connect(config: &StoreConfig) -> StoreResult<Backend> {
+    pub async fn connect(config: &StoreConfig) -> Result<Backend, ConnectError> {
         if config.url.starts_with("sqlite:") {
             Ok(Backend::Sqlite(SqliteStore::connect(config).await?))
         } else {

@@ -10,13 +10,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::{
-    AppendRequest, GroupFailed, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row, change_mark_from_row,
-    decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info,
-    stores_in_lock_order, to_i64,
+    AppendRequest, ConnectError, GroupFailed, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row,
+    change_mark_from_row, decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row,
+    store_info, stores_in_lock_order, to_i64,
 };
 use crate::config::StoreConfig;
 use crate::eventlog::{
@@ -29,8 +32,26 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub async fn connect(config: &StoreConfig) -> StoreResult<PostgresStore> {
-        let pool = PgPoolOptions::new().max_connections(config.max_connections).connect(&config.url).await?;
+    /// Connects once on its own first: a pool retries a failing connect until its timeout and
+    /// then reports only that it timed out, where an operator needs the host and the reason.
+    pub async fn connect(config: &StoreConfig) -> Result<PostgresStore, ConnectError> {
+        let options = PgConnectOptions::from_str(&config.url)?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let unreachable = |reason: String| ConnectError::Unreachable {
+            place: format!("{}:{}", options.get_host(), options.get_port()),
+            reason,
+        };
+        match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
+            Ok(Ok(first)) => first.close().await?,
+            Ok(Err(sqlx::Error::Io(error))) => return Err(unreachable(error.to_string())),
+            Ok(Err(other)) => return Err(other.into()),
+            Err(_) => return Err(unreachable(format!("no answer within {} ms", config.timeout_ms))),
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(timeout)
+            .connect_with(options)
+            .await?;
         Ok(PostgresStore { pool })
     }
 

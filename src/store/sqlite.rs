@@ -93,6 +93,7 @@ impl SqliteStore {
         let writer = SqliteConnection::connect_with(&options).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_millis(config.timeout_ms))
             .connect_with(options.clone().read_only(true))
             .await?;
         Ok(SqliteStore { writer: Mutex::new(Some(writer)), writer_options: Box::new(options), readers })

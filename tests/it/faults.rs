@@ -414,3 +414,127 @@ async fn postgres_failed_commits_acknowledge_nothing() {
     }
     app.stop().await;
 }
+
+/// A TCP proxy in front of the test Postgres that a test takes down and brings back, as a
+/// database server that stops and restarts would be (the test server itself keeps running for
+/// the other tests).
+struct DatabaseProxy {
+    port: u16,
+    upstream: String,
+    serving: Option<tokio::task::JoinHandle<()>>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl DatabaseProxy {
+    async fn start(upstream: &str) -> DatabaseProxy {
+        let mut proxy =
+            DatabaseProxy { port: 0, upstream: upstream.to_owned(), serving: None, connections: Arc::default() };
+        proxy.up().await;
+        proxy
+    }
+
+    /// Listens (again, on the same port) and forwards every connection.
+    async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("proxy port");
+        self.port = listener.local_addr().unwrap().port();
+        let (upstream, connections) = (self.upstream.clone(), self.connections.clone());
+        self.serving = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let forwarding = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections.lock().unwrap().push(forwarding.abort_handle());
+            }
+        }));
+    }
+
+    /// Stops listening and cuts every connection: connects are refused, open ones are reset.
+    async fn down(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.abort();
+            let _ = serving.await; // the listener is closed once the task is gone
+        }
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// The database URL `url` with its host and port replaced by the proxy's.
+    fn url(&self, url: &str) -> String {
+        let (scheme_and_user, rest) = url.split_once('@').expect("user@host in the test URL");
+        let (_, database) = rest.split_once('/').expect("/database in the test URL");
+        format!("{scheme_and_user}@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+fn host_and_port(url: &str) -> String {
+    let rest = url.split_once('@').expect("user@host in the test URL").1;
+    rest.split_once('/').unwrap().0.to_owned()
+}
+
+/// Postgres goes away: writes and event-API requests fail within the configured timeout with a
+/// retryable error, readiness says 503; when it comes back, everything resumes without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_fast_and_recovers() {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let mut proxy = DatabaseProxy::start(&host_and_port(&db.url)).await;
+    let mut config = test_config(&db);
+    config.store.url = proxy.url(&db.url);
+    config.store.timeout_ms = 1000;
+    config.auth.admin_secret = "admin".into();
+    let app = spawn_app_with(config, db.clone()).await;
+    let http = reqwest::Client::new();
+    let ready = |http: &reqwest::Client| {
+        let request = http.get(app.url("/health/ready"));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let mut writer = Writer::connect(&app, "livestore-0.3").await;
+    assert!(writer.write("w1").await);
+    assert_eq!(ready(&http).await, 200);
+
+    proxy.down().await;
+    let started = std::time::Instant::now();
+    // The wire client waits at most 10 s for an answer: a failure to answer fails the test.
+    assert!(!writer.write("w2").await, "a write while the database is down");
+    eprintln!("push answered with an error after {:?} with the database down", started.elapsed());
+    let started = std::time::Instant::now();
+    let response = http.get(app.url("/v1/stores")).bearer_auth("admin").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    eprintln!("event API answered 503 after {:?}", started.elapsed());
+    assert_eq!(ready(&http).await, 503);
+
+    proxy.up().await;
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    while ready(&http).await != 200 {
+        attempts += 1;
+        assert!(attempts < 100, "not ready again after the database came back");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!("ready again {:?} after the database came back", started.elapsed());
+    assert!(writer.write("w3").await, "a write once the database is back");
+    assert_eq!(stored_tags(&app, "livestore-0.3").await, BTreeSet::from(["w1".into(), "w3".into()]));
+    app.stop().await;
+}
+
+/// A database that cannot be reached at start is named, with the reason, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_at_start_is_named_with_the_reason() {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let mut proxy = DatabaseProxy::start(&host_and_port(&db.url)).await;
+    proxy.down().await;
+    let mut config = test_config(&db);
+    config.store.url = proxy.url(&db.url);
+    let started = std::time::Instant::now();
+    let error = match junction::server::Server::build(config).await {
+        Ok(_) => panic!("started without a database"),
+        Err(error) => format!("{error:#}"),
+    };
+    eprintln!("start failed after {:?}: {error}", started.elapsed());
+    assert!(error.contains(&format!("127.0.0.1:{}", proxy.port)), "{error}");
+    assert!(error.to_lowercase().contains("connection refused"), "{error}");
+}
