@@ -417,3 +417,80 @@ pub(crate) fn store_info<R: StoreRow>(id: StoreId, row: &R) -> StoreResult<Store
         event_count: event_count as u64,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::{EventBody, NewEvent};
+
+    fn body(name: &str) -> EventBody {
+        EventBody { name: name.into(), args: EventBody::null_args(), client_id: "c".into(), session_id: "s".into() }
+    }
+
+    fn checked(store: i64, expected: u64, seqs: &[u64]) -> AppendRequest {
+        let mut parent = SeqNum(expected);
+        let events = seqs
+            .iter()
+            .map(|&seq| {
+                let event = NewEvent { seq: SeqNum(seq), parent_seq: parent, body: body("e") };
+                parent = SeqNum(seq);
+                event
+            })
+            .collect();
+        AppendRequest { store: StoreId(store), batch: AppendBatch::Checked { expected_head: SeqNum(expected), events } }
+    }
+
+    fn at_head(store: i64, count: usize) -> AppendRequest {
+        AppendRequest { store: StoreId(store), batch: AppendBatch::AtHead { events: vec![body("h"); count] } }
+    }
+
+    fn heads(entries: &[(i64, u64)]) -> HashMap<StoreId, LockedHead> {
+        entries
+            .iter()
+            .map(|&(id, head)| (StoreId(id), LockedHead { head: SeqNum(head), backend_id: "b".into() }))
+            .collect()
+    }
+
+    /// Seqs per request: accepted with its seqs, or the head it was refused against.
+    fn placed(decision: Decision<'_>, heads: &HashMap<StoreId, LockedHead>) -> Vec<Result<Vec<u64>, u64>> {
+        materialize(decision, heads, 1, "t")
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(batch) => Ok(batch.events.iter().map(|e| e.seq.0).collect()),
+                Err(head) => Err(head.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_request_of_a_group_sees_the_head_the_previous_ones_left() {
+        let locked = heads(&[(1, 5), (2, 0)]);
+        let group = [
+            checked(1, 5, &[6, 7]), // on the locked head: accepted
+            checked(1, 5, &[6]),    // a contender on the same head: refused against 7, not 5
+            checked(1, 7, &[9]),    // continues from what the first left: accepted (sparse)
+            at_head(1, 2),          // numbered after it
+            checked(2, 0, &[1]),    // another store is untouched by all that
+            checked(1, 9, &[10]),   // expected the head before the at-head batch: refused
+        ];
+        let refs: Vec<&AppendRequest> = group.iter().collect();
+        let decision = decide(&refs, &locked);
+        assert_eq!(decision.accepted(), 4);
+        assert_eq!(decision.store_updates, vec![(StoreId(1), SeqNum(11), 5), (StoreId(2), SeqNum(1), 1)]);
+        assert_eq!(
+            placed(decision, &locked),
+            vec![Ok(vec![6, 7]), Err(7), Ok(vec![9]), Ok(vec![10, 11]), Ok(vec![1]), Err(11)]
+        );
+    }
+
+    #[test]
+    fn accepted_batches_take_consecutive_change_log_positions_in_group_order() {
+        let locked = heads(&[(1, 0), (2, 0)]);
+        let group = [checked(2, 0, &[1]), checked(1, 3, &[4]), at_head(1, 1), checked(2, 1, &[2])];
+        let refs: Vec<&AppendRequest> = group.iter().collect();
+        let outcome = materialize(decide(&refs, &locked), &locked, 40, "t");
+        let positions: Vec<Result<u64, u64>> =
+            outcome.iter().map(|o| o.as_ref().map(|b| b.change_pos().0).map_err(|h| h.0)).collect();
+        assert_eq!(positions, vec![Ok(40), Err(0), Ok(41), Ok(42)]);
+    }
+}

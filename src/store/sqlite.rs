@@ -14,6 +14,11 @@
 //! and lost with the connection (a full disk acknowledged hundreds of writes that were never
 //! stored). Closing the connection rolls back whatever it held, so nothing the database did not
 //! confirm survives a failure.
+//!
+//! Write transactions begin `IMMEDIATE`: they take the write lock first, and so wait (up to the
+//! busy timeout) for another process writing the same file, such as `junction import`. A
+//! deferred transaction that read first would fail at once with `SQLITE_BUSY` when it tried to
+//! write.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -287,7 +292,7 @@ async fn register_store(conn: &mut SqliteConnection, key: &StoreKey) -> StoreRes
 }
 
 async fn commit_group_on(conn: &mut SqliteConnection, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut heads = HashMap::new();
     let ids = stores_in_lock_order(group);
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -337,7 +342,7 @@ async fn restore_on(
     backend_id: &str,
     events: &[Event],
 ) -> StoreResult<Restored> {
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let row = sqlx::query("SELECT head, event_count FROM stores WHERE id = ?").bind(id.0).fetch_one(&mut *tx).await?;
     let (head, count): (i64, i64) = (row.try_get("head")?, row.try_get("event_count")?);
     if head != 0 || count != 0 {
@@ -362,7 +367,7 @@ async fn restore_on(
 }
 
 async fn reset_on(conn: &mut SqliteConnection, id: StoreId, backend_id: &str) -> StoreResult<()> {
-    let mut tx = conn.begin().await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("DELETE FROM events WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM changes WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;
     sqlx::query("DELETE FROM snapshots WHERE store_id = ?").bind(id.0).execute(&mut *tx).await?;

@@ -22,6 +22,9 @@ on_both_backends!(
     restart_keeps_everything,
     slow_subscriber_is_closed_not_skipped,
     shutdown_commits_every_queued_append,
+    contenders_in_one_commit_group_each_see_the_head_the_previous_left,
+    a_live_batch_beyond_the_cursor_sends_the_subscriber_back_to_storage,
+    a_cursor_inside_a_live_batch_gets_only_what_follows_it,
 );
 
 async fn append_read_and_head(kind: Kind) {
@@ -388,4 +391,169 @@ async fn appends_through_two_servers_on_one_postgres_stay_serialized() {
     assert_eq!(events.iter().map(|e| e.seq.0).collect::<Vec<_>>(), (1..=91).collect::<Vec<_>>());
     a.stop().await;
     b.stop().await;
+}
+
+/// Holds the committer inside its next transaction: a lock on the store row (Postgres) or on the
+/// whole database (SQLite) that the commit of `store` has to wait for. Released when dropped.
+enum CommitterHold {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl CommitterHold {
+    async fn take(db: &TestDatabase, store: junction::eventlog::StoreId) -> CommitterHold {
+        use sqlx::Connection;
+        if db.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+            CommitterHold::Sqlite(conn)
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE")
+                .bind(store.0)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            CommitterHold::Postgres(tx)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            CommitterHold::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            CommitterHold::Postgres(tx) => tx.rollback().await.unwrap(),
+        }
+    }
+}
+
+/// `commit_group_size` observations of more than one request, from `/metrics`.
+async fn groups_of_two_or_more(app: &crate::helpers::TestApp) -> u64 {
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let value = |prefix: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} in /metrics"));
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+    };
+    value("junction_commit_group_size_count") - value("junction_commit_group_size_bucket{le=\"1.0\"}")
+}
+
+/// Contenders for one head that end up in one commit group: the first wins, the second is
+/// refused against the head the first left (not the head the transaction started with, which
+/// would fork the store), and one that continues from the first is accepted.
+async fn contenders_in_one_commit_group_each_see_the_head_the_previous_left(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let (blocker, contended) = (key("blocker"), key("contended"));
+    let blocker_id = app.log.store_id(&blocker).await.unwrap();
+    app.log.store_id(&contended).await.unwrap();
+    let before = groups_of_two_or_more(&app).await;
+    let hold = CommitterHold::take(&app.db, blocker_id).await;
+    let spawn_append = |store: junction::eventlog::StoreKey, batch: AppendBatch| {
+        let log = app.log.clone();
+        tokio::spawn(async move { log.append(&store, batch).await })
+    };
+    // The committer takes this one alone and waits for the hold; the rest queue behind it, in
+    // the order sent (the pauses only keep that order).
+    let first = spawn_append(blocker, at_head(1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = spawn_append(contended.clone(), checked(0, &[1, 2]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = spawn_append(contended.clone(), checked(0, &[1]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = spawn_append(contended.clone(), checked(2, &[3]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hold.release().await;
+    first.await.unwrap().unwrap();
+    assert_eq!(a.await.unwrap().unwrap().last_seq, SeqNum(2));
+    match b.await.unwrap() {
+        Err(AppendError::HeadMismatch { head }) => assert_eq!(head, SeqNum(2), "refused against the head A left"),
+        other => panic!("the second contender for head 0 was not refused: {other:?}"),
+    }
+    assert_eq!(c.await.unwrap().unwrap().first_seq, SeqNum(3));
+    let seqs: Vec<u64> = app.log.read(&contended, SeqNum::ROOT, 10).await.unwrap().iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert!(groups_of_two_or_more(&app).await > before, "the contenders never shared a commit group");
+    app.stop().await;
+}
+
+/// A fan-out that loses one batch and delivers the next ones out of order, as a transport
+/// between instances may: subscribers notice the gap and read storage, never skipping an event.
+struct LossyFanOut {
+    inner: junction::fanout::LocalFanOut,
+    published: std::sync::Mutex<Vec<std::sync::Arc<junction::fanout::LiveMessage>>>,
+}
+
+impl junction::fanout::FanOut for LossyFanOut {
+    fn publish(&self, message: std::sync::Arc<junction::fanout::LiveMessage>) {
+        let mut published = self.published.lock().unwrap();
+        published.push(message.clone());
+        match published.len() {
+            2 => {} // lost
+            3 => {} // held back, delivered after the 4th
+            4 => {
+                self.inner.publish(message);
+                self.inner.publish(published[2].clone());
+            }
+            _ => self.inner.publish(message),
+        }
+    }
+    fn publish_ephemeral(&self, topic: &str, payload: bytes::Bytes) {
+        self.inner.publish_ephemeral(topic, payload)
+    }
+    fn subscribe_ephemeral(&self, topic: &str) -> junction::fanout::EphemeralFeed {
+        self.inner.subscribe_ephemeral(topic)
+    }
+}
+
+async fn a_live_batch_beyond_the_cursor_sends_the_subscriber_back_to_storage(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
+    let config = test_config(&db);
+    let backend = junction::store::Backend::connect(&config.store).await.unwrap();
+    backend.migrate().await.unwrap();
+    let metrics = junction::metrics::Metrics::new();
+    let hub = junction::fanout::Hub::new(64, metrics.clone());
+    let fanout = std::sync::Arc::new(LossyFanOut {
+        inner: junction::fanout::LocalFanOut::new(hub.clone()),
+        published: Default::default(),
+    });
+    let options = junction::eventlog::LogOptions { commit_max_requests: 64, catch_up_page: 100 };
+    let log = junction::eventlog::EventLog::start(backend, options, hub, fanout, metrics);
+    let store = key("lossy");
+    log.append(&store, checked(0, &[1])).await.unwrap(); // published 1st, delivered
+    let mut subscription = log.subscribe(&store, SeqNum(1)).await.unwrap();
+    // Live before the appends, so that they come through the lossy feed.
+    while !subscription.is_live() {
+        let nothing = tokio::time::timeout(Duration::from_millis(100), subscription.next()).await;
+        assert!(nothing.is_err(), "nothing is stored after 1 yet");
+    }
+    let mut seen = Vec::new();
+    for (expected, seqs) in [(1, [2, 3]), (3, [4, 5]), (5, [6, 7]), (7, [8, 9])] {
+        log.append(&store, checked(expected, &seqs)).await.unwrap(); // 2nd lost, 3rd and 4th swapped
+    }
+    while seen.last() != Some(&9) {
+        let events = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("events").unwrap();
+        seen.extend(events.iter().map(|e| e.seq.0));
+    }
+    assert_eq!(seen, [2, 3, 4, 5, 6, 7, 8, 9]);
+    log.shutdown().await;
+}
+
+/// A subscriber whose cursor lies inside a batch that arrives live gets only the events after
+/// the cursor. Its storage read is over before the append, so the batch comes from the feed.
+async fn a_cursor_inside_a_live_batch_gets_only_what_follows_it(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let store = key("inside");
+    app.log.append(&store, checked(0, &[1, 2])).await.unwrap();
+    let mut subscription = app.log.subscribe(&store, SeqNum(3)).await.unwrap();
+    // Let the catch-up read find nothing after 3 and go live (waiting on the feed).
+    while !subscription.is_live() {
+        let nothing = tokio::time::timeout(Duration::from_millis(100), subscription.next()).await;
+        assert!(nothing.is_err(), "nothing is stored after 3 yet");
+    }
+    app.log.append(&store, checked(2, &[3, 4, 5])).await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.expect("events").unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, [4, 5]);
+    app.stop().await;
 }
