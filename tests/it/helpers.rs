@@ -254,3 +254,87 @@ pub async fn npm_installed(dir: &str) {
         .expect("npm");
     assert!(status.success(), "npm ci in {dir}");
 }
+
+/// One `node --test` run's closing summary (TAP), and the tests it marked `# SKIP`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NodeTestSummary {
+    pub tests: u32,
+    pub suites: u32,
+    pub pass: u32,
+    pub fail: u32,
+    pub cancelled: u32,
+    pub skipped: u32,
+    pub todo: u32,
+    /// Names of tests and of `describe` blocks marked `# SKIP`. A skipped `describe` shows only
+    /// here: Node 20 counts it in no summary line.
+    pub skipped_names: Vec<String>,
+}
+
+/// The summaries of every `node --test` run in `stdout`, in order (one per package run).
+pub fn node_test_summaries(stdout: &str) -> Vec<NodeTestSummary> {
+    let mut summaries = Vec::new();
+    let mut current = NodeTestSummary::default();
+    for line in stdout.lines() {
+        let line = line.trim_start();
+        if line.starts_with("ok ") && line.contains(" # SKIP") {
+            let name = line.split_once(" - ").map_or(line, |(_, name)| name);
+            current.skipped_names.push(name.split(" # SKIP").next().unwrap_or(name).to_owned());
+            continue;
+        }
+        let Some((what, count)) = line.strip_prefix("# ").and_then(|rest| rest.split_once(' ')) else { continue };
+        let Ok(count) = count.trim().parse::<u32>() else { continue };
+        match what {
+            "tests" => current.tests = count,
+            "suites" => current.suites = count,
+            "pass" => current.pass = count,
+            "fail" => current.fail = count,
+            "cancelled" => current.cancelled = count,
+            "skipped" => current.skipped = count,
+            // The last line of a summary.
+            "todo" => {
+                current.todo = count;
+                summaries.push(std::mem::take(&mut current));
+            }
+            _ => {}
+        }
+    }
+    summaries
+}
+
+/// What one package run of a node suite must have done, exactly.
+pub struct Expected<'a> {
+    pub tests: u32,
+    pub suites: u32,
+    /// Tests that ran and passed (a skipped test counts in `tests`, a skipped describe's do not).
+    pub pass: u32,
+    /// Name prefixes of the tests (or describes) that skip themselves in this run, and only these.
+    pub skipped: &'a [&'a str],
+}
+
+/// Asserts that the node suite's runs match `expected`, run by run: exactly the expected tests
+/// passed and exactly the expected ones skipped; nothing failed, was cancelled or is todo.
+pub fn assert_node_runs(stdout: &str, expected: &[Expected]) {
+    let summaries = node_test_summaries(stdout);
+    assert_eq!(summaries.len(), expected.len(), "node --test runs in the output\n{stdout}");
+    for (run, (summary, expected)) in summaries.iter().zip(expected).enumerate() {
+        let counts = (summary.tests, summary.suites, summary.pass, summary.fail + summary.cancelled + summary.todo);
+        assert_eq!(counts, (expected.tests, expected.suites, expected.pass, 0), "run {run}: {summary:?}\n{stdout}");
+        assert_eq!(summary.skipped_names.len(), expected.skipped.len(), "run {run}: skipped {summary:?}\n{stdout}");
+        for (name, prefix) in summary.skipped_names.iter().zip(expected.skipped) {
+            assert!(name.starts_with(prefix), "run {run}: skipped {name:?}, expected only {:?}", expected.skipped);
+        }
+    }
+}
+
+#[test]
+fn a_skipped_describe_is_seen_though_node_counts_it_nowhere() {
+    let tap = "TAP version 13\nok 1 - Pocket interop (WebSocket) # SKIP no server\nok 2 - other\n# tests 1\n\
+               # suites 2\n# pass 1\n# fail 0\n# cancelled 0\n# skipped 0\n# todo 0\n";
+    let summaries = node_test_summaries(tap);
+    assert_eq!(summaries.len(), 1);
+    assert_eq!((summaries[0].tests, summaries[0].suites, summaries[0].pass, summaries[0].skipped), (1, 2, 1, 0));
+    assert_eq!(summaries[0].skipped_names, ["Pocket interop (WebSocket)"]);
+    let result =
+        std::panic::catch_unwind(|| assert_node_runs(tap, &[Expected { tests: 1, suites: 2, pass: 1, skipped: &[] }]));
+    assert!(result.is_err(), "a skipped describe must fail the check");
+}

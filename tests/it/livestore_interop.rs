@@ -3,10 +3,18 @@
 
 use std::process::Stdio;
 
-use crate::helpers::{Kind, TestApp, TestDatabase, npm_installed, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    Expected, Kind, TestApp, TestDatabase, assert_node_runs, npm_installed, spawn_app, spawn_app_with, test_config,
+};
 
-/// Runs the interop suite against `app`; panics with the suite's output when it fails.
-async fn run_interop(app: &TestApp, extra_env: &[(&str, &str)]) {
+/// Tests per package (`node --test` run): v03, then v04. The auth tests ("14…") skip themselves
+/// unless the server requires a token.
+const V03_TESTS: u32 = 12;
+const V04_TESTS: u32 = 19;
+
+/// Runs the interop suite against `app`; panics with the suite's output when it fails or when
+/// it did not run exactly the expected tests.
+async fn run_interop(app: &TestApp, extra_env: &[(&str, &str)], expected: &[Expected<'_>]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/livestore/interop/run.sh");
     let mut command = tokio::process::Command::new("bash");
     command.arg(script).env("JUNCTION_URL", app.url("")).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -24,16 +32,15 @@ async fn run_interop(app: &TestApp, extra_env: &[(&str, &str)]) {
         "interop suite failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
-    // node --test prints "# pass N" / "# fail N" per package: make sure tests really ran.
-    let passed: u32 =
-        stdout.lines().filter_map(|l| l.strip_prefix("# pass ")).filter_map(|n| n.trim().parse::<u32>().ok()).sum();
-    assert!(passed > 0, "the interop suite ran no test\n{stdout}");
+    assert_node_runs(&stdout, expected);
     println!("{stdout}");
 }
 
 async fn real_clients(kind: Kind) {
     let app = spawn_app(kind).await;
-    run_interop(&app, &[]).await;
+    let v03 = Expected { tests: V03_TESTS, suites: 0, pass: V03_TESTS - 1, skipped: &["14. "] };
+    let v04 = Expected { tests: V04_TESTS, suites: 0, pass: V04_TESTS - 2, skipped: &["14. WS:", "14b. HTTP:"] };
+    run_interop(&app, &[], &[v03, v04]).await;
     app.stop().await;
 }
 
@@ -46,7 +53,12 @@ async fn real_clients_are_refused_without_a_valid_token() {
     config.protocols.livestore.allow_anonymous = false;
     config.protocols.livestore.tokens = vec!["interop-token".into()];
     let app = spawn_app_with(config, db).await;
-    run_interop(&app, &[("JUNCTION_EXPECT_AUTH", "1"), ("JUNCTION_AUTH_TOKEN", "interop-token")]).await;
+    // Everything runs, the auth tests included.
+    let expected = [
+        Expected { tests: V03_TESTS, suites: 0, pass: V03_TESTS, skipped: &[] },
+        Expected { tests: V04_TESTS, suites: 0, pass: V04_TESTS, skipped: &[] },
+    ];
+    run_interop(&app, &[("JUNCTION_EXPECT_AUTH", "1"), ("JUNCTION_AUTH_TOKEN", "interop-token")], &expected).await;
     app.stop().await;
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Kind, TestApp, TestDatabase, npm_installed, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    Expected, Kind, TestApp, TestDatabase, assert_node_runs, npm_installed, spawn_app, spawn_app_with, test_config,
+};
 
 const INTEROP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocols/synckit/interop");
 const SECRET: &str = "synckit-interop-secret-of-32-chars!!";
@@ -16,8 +18,9 @@ fn ws_url(app: &TestApp) -> String {
     format!("ws://{}/ws", app.addr)
 }
 
-/// Runs `run.sh [tests…]` against `app`; panics with the suite's output when it fails.
-async fn run_suite(app: &TestApp, tests: &[&str], extra_env: &[(&str, &str)]) -> String {
+/// Runs `run.sh [tests…]` against `app`; panics with the suite's output when it fails or did
+/// not run exactly what `expected` says.
+async fn run_suite(app: &TestApp, tests: &[&str], extra_env: &[(&str, &str)], expected: Expected<'_>) {
     let mut command = tokio::process::Command::new("bash");
     command
         .arg(format!("{INTEROP}/run.sh"))
@@ -40,24 +43,16 @@ async fn run_suite(app: &TestApp, tests: &[&str], extra_env: &[(&str, &str)]) ->
         "interop suite failed ({})\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
-    // node --test prints "# pass N" and "# fail N": make sure tests really ran.
-    assert!(tally(&stdout, "pass") > 0, "the interop suite ran no test\n{stdout}");
-    assert_eq!(tally(&stdout, "fail"), 0, "{stdout}");
     println!("{stdout}\n{stderr}");
-    stdout.into_owned()
-}
-
-/// The `# <what> N` summary count of node --test's output.
-fn tally(stdout: &str, what: &str) -> u32 {
-    let prefix = format!("# {what} ");
-    stdout.lines().filter_map(|l| l.strip_prefix(&prefix)).filter_map(|n| n.trim().parse::<u32>().ok()).sum()
+    assert_node_runs(&stdout, &[expected]);
 }
 
 async fn real_sdk_clients(kind: Kind) {
     let app = spawn_app(kind).await;
-    // Every file; test/auth.test.mjs skips itself here (no tokens): it runs in
+    // Every file; the token tests skip their describe here (no tokens): they run in
     // real_sdk_clients_with_tokens.
-    run_suite(&app, &[], &[]).await;
+    let expected = Expected { tests: 13, suites: 1, pass: 13, skipped: &["token auth through ?token="] };
+    run_suite(&app, &[], &[], expected).await;
     app.stop().await;
 }
 
@@ -91,10 +86,8 @@ async fn real_sdk_clients_with_tokens() {
     let read_only = token("interop-reader", &["*"], &[]);
     let env =
         [("SYNCKIT_EXPECT_AUTH", "1"), ("SYNCKIT_TOKEN", all.as_str()), ("SYNCKIT_READONLY_TOKEN", read_only.as_str())];
-    let stdout = run_suite(&app, &["auth", "convergence", "late-joiner"], &env).await;
-    // A skipped describe() counts as a skipped suite, not as skipped tests: look for the marker.
-    assert!(!stdout.contains("# SKIP"), "the token tests ran: {stdout}");
-    assert_eq!(tally(&stdout, "skipped"), 0, "{stdout}");
+    let expected = Expected { tests: 11, suites: 1, pass: 11, skipped: &[] };
+    run_suite(&app, &["auth", "convergence", "late-joiner"], &env, expected).await;
     app.stop().await;
 }
 
