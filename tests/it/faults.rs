@@ -423,12 +423,59 @@ struct DatabaseProxy {
     upstream: String,
     serving: Option<tokio::task::JoinHandle<()>>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// COMMITs still to pass before the one whose connection is cut once the server had it
+    /// (0: none is cut).
+    cut_at_commit: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Forwards one client connection; cuts it right after passing on the COMMIT that
+/// `cut_at_commit` counts down to, so that the server commits and the client never hears.
+async fn forward(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    cut_at_commit: Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+    let (mut from_server, mut to_server) = server.into_split();
+    let (mut from_client, mut to_client) = client.split();
+    let upward = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from_client.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if to_server.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+            // sqlx sends COMMIT as a simple query: 'Q', its length, "COMMIT\0".
+            let commit = buffer[..n].windows(7).any(|w| w == b"COMMIT\0");
+            if commit && cut_at_commit.load(Ordering::SeqCst) > 0 && cut_at_commit.fetch_sub(1, Ordering::SeqCst) == 1 {
+                // Stop forwarding at once, both ways: the server has the COMMIT (it commits on its
+                // own), its reply never reaches the client.
+                return;
+            }
+        }
+    };
+    let downward = tokio::io::copy(&mut from_server, &mut to_client);
+    // Whichever direction ends first ends the connection (both halves are dropped).
+    tokio::select! {
+        _ = upward => {}
+        _ = downward => {}
+    }
 }
 
 impl DatabaseProxy {
     async fn start(upstream: &str) -> DatabaseProxy {
-        let mut proxy =
-            DatabaseProxy { port: 0, upstream: upstream.to_owned(), serving: None, connections: Arc::default() };
+        let mut proxy = DatabaseProxy {
+            port: 0,
+            upstream: upstream.to_owned(),
+            serving: None,
+            connections: Arc::default(),
+            cut_at_commit: Arc::default(),
+        };
         proxy.up().await;
         proxy
     }
@@ -437,15 +484,11 @@ impl DatabaseProxy {
     async fn up(&mut self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("proxy port");
         self.port = listener.local_addr().unwrap().port();
-        let (upstream, connections) = (self.upstream.clone(), self.connections.clone());
+        let (upstream, connections, cut) =
+            (self.upstream.clone(), self.connections.clone(), self.cut_at_commit.clone());
         self.serving = Some(tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let forwarding = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
+            while let Ok((client, _)) = listener.accept().await {
+                let forwarding = tokio::spawn(forward(client, upstream.clone(), cut.clone()));
                 connections.lock().unwrap().push(forwarding.abort_handle());
             }
         }));
@@ -537,4 +580,60 @@ async fn an_unreachable_database_at_start_is_named_with_the_reason() {
     eprintln!("start failed after {:?}: {error}", started.elapsed());
     assert!(error.contains(&format!("127.0.0.1:{}", proxy.port)), "{error}");
     assert!(error.to_lowercase().contains("connection refused"), "{error}");
+}
+
+/// The reply to a COMMIT is lost (the connection breaks once the server has it): the group may
+/// be stored, so its requests are not committed again one by one, which stored at-head appends
+/// twice. Each write is stored at most once, and every acknowledged one exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_reply_stores_nothing_twice() {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let proxy = DatabaseProxy::start(&host_and_port(&db.url)).await;
+    let mut config = test_config(&db);
+    config.store.url = proxy.url(&db.url);
+    let app = spawn_app_with(config, db.clone()).await;
+    let (blocker, contended) =
+        (StoreKey::new(Protocol::LiveStore, "blocker"), StoreKey::new(Protocol::LiveStore, "lost"));
+    let blocker_id = app.log.store_id(&blocker).await.unwrap();
+    app.log.store_id(&contended).await.unwrap();
+    // Hold the committer on the blocker's row so that the writes below queue into one group.
+    let direct = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut hold = direct.begin().await.unwrap();
+    sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(blocker_id.0).execute(&mut *hold).await.unwrap();
+    // The blocker's group commits first (1st COMMIT); the second group's reply is lost.
+    proxy.cut_at_commit.store(2, std::sync::atomic::Ordering::SeqCst);
+    let append = |key: StoreKey, tag: String| {
+        let log = app.log.clone();
+        tokio::spawn(async move {
+            let batch =
+                AppendBatch::AtHead { events: vec![body("x", &json!({ "tag": format!("{tag}:xxxx") }).to_string())] };
+            (tag, log.append(&key, batch).await.is_ok())
+        })
+    };
+    let first = append(blocker.clone(), "blocker".into());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let writes: Vec<_> = (0..6).map(|i| append(contended.clone(), format!("w{i}"))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    hold.rollback().await.unwrap();
+    assert!(first.await.unwrap().1);
+    let mut acknowledged = BTreeSet::new();
+    for write in writes {
+        let (tag, acked) = write.await.unwrap();
+        if acked {
+            acknowledged.insert(tag);
+        }
+    }
+    let stored: Vec<String> = app
+        .log
+        .read(&contended, SeqNum::ROOT, 100)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| tags_in(e.body.args.get()))
+        .collect();
+    let distinct: BTreeSet<String> = stored.iter().cloned().collect();
+    assert_eq!(stored.len(), distinct.len(), "a write was stored twice: {stored:?}");
+    assert!(acknowledged.is_subset(&distinct), "acknowledged {acknowledged:?}, stored {stored:?}");
+    assert_eq!(proxy.cut_at_commit.load(std::sync::atomic::Ordering::SeqCst), 0, "no COMMIT reply was lost");
+    app.stop().await;
 }
