@@ -110,7 +110,7 @@ fn parse_store(text: &str) -> Result<StoreKey, ApiError> {
         text.split_once(':').ok_or_else(|| ApiError::BadRequest("a store is named <protocol>:<name>".into()))?;
     let protocol = Protocol::parse(protocol)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown protocol {protocol:?} (synckit, livestore, pocket)")))?;
-    Ok(StoreKey::new(protocol, name))
+    StoreKey::new(protocol, name).map_err(|invalid| ApiError::BadRequest(invalid.to_string()))
 }
 
 fn limit(requested: Option<u32>) -> Result<u32, ApiError> {

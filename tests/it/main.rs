@@ -10,6 +10,7 @@ mod eventlog;
 mod helpers;
 mod http;
 mod import_d1;
+mod input;
 mod livestore;
 mod livestore_interop;
 mod pocket;

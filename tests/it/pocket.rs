@@ -15,7 +15,7 @@ use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app, spawn_app
 use crate::pocket_interop::token;
 
 fn key(collection: &str) -> StoreKey {
-    StoreKey::new(Protocol::Pocket, collection)
+    StoreKey::new(Protocol::Pocket, collection).unwrap()
 }
 
 async fn stored(app: &TestApp, collection: &str) -> Vec<Event> {

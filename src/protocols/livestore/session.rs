@@ -21,6 +21,7 @@ pub enum Transport {
 #[derive(Debug, Clone)]
 pub struct SyncParams {
     pub store_id: String,
+    key: StoreKey,
     /// The app's sync payload, decoded (§2.1: form-decoded, then percent-decoded once more).
     pub payload: Option<serde_json::Value>,
     /// 0.4 only; 0.3 clients never send it.
@@ -32,9 +33,7 @@ impl SyncParams {
     /// percent-decoding before it is JSON.
     pub fn parse(query: &HashMap<String, String>) -> Result<SyncParams, String> {
         let store_id = query.get("storeId").ok_or("storeId is missing")?.clone();
-        if store_id.is_empty() {
-            return Err("storeId is empty".into());
-        }
+        let key = StoreKey::new(Protocol::LiveStore, store_id.clone()).map_err(|e| format!("storeId: {e}"))?;
         let payload = match query.get("payload") {
             None => None,
             Some(encoded) => {
@@ -50,11 +49,11 @@ impl SyncParams {
             Some("http") => Some(Transport::Http),
             Some(other) => return Err(format!("transport must be ws or http, not {other:?}")),
         };
-        Ok(SyncParams { store_id, payload, transport })
+        Ok(SyncParams { store_id, key, payload, transport })
     }
 
     pub fn key(&self) -> StoreKey {
-        StoreKey::new(Protocol::LiveStore, self.store_id.clone())
+        self.key.clone()
     }
 
     fn auth_token(&self) -> Option<&str> {

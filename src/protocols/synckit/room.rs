@@ -245,9 +245,16 @@ impl Rooms {
 }
 
 async fn run(rooms: Rooms, document_id: String, mut commands: mpsc::Receiver<Command>) {
-    let key = StoreKey::new(Protocol::SyncKit, document_id.clone());
     let log = rooms.inner.log.clone();
-    let mut room = match Room::load(log, key, rooms.inner.settings, rooms.inner.instance.clone()).await {
+    // The connection refuses ids that break the document-id rules, which are stricter than the
+    // store-name rule; a name that still fails here is answered like a document that cannot load.
+    let loaded = match StoreKey::new(Protocol::SyncKit, document_id.clone()) {
+        Ok(key) => {
+            Room::load(log, key, rooms.inner.settings, rooms.inner.instance.clone()).await.map_err(|e| e.to_string())
+        }
+        Err(invalid) => Err(invalid.to_string()),
+    };
+    let mut room = match loaded {
         Ok(room) => room,
         Err(error) => {
             tracing::error!(document = %document_id, %error, "synckit: cannot load the document");

@@ -1,0 +1,139 @@
+//! Input and identity: one store-name rule on every protocol and the event API, NUL in the text
+//! of events, SyncKit presence ownership, secrets, and sockets whose token expires.
+
+use junction::eventlog::StoreId;
+use serde_json::{Value, json};
+
+use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app_with, test_config};
+
+const ADMIN: &str = "admin-secret";
+
+async fn app(kind: Kind) -> TestApp {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.auth.admin_secret = ADMIN.into();
+    spawn_app_with(config, db).await
+}
+
+/// Names every protocol must refuse, percent-encoded for a URL, and as JSON strings.
+fn bad_names() -> Vec<(&'static str, String)> {
+    vec![
+        ("NUL", "a\u{0}b".to_owned()),
+        ("a control character", "a\u{1}b".to_owned()),
+        ("a line break", "a\nb".to_owned()),
+        ("DEL", "a\u{7f}b".to_owned()),
+        ("10,000 bytes", "x".repeat(10_000)),
+        ("513 bytes", "x".repeat(513)),
+    ]
+}
+
+fn url_encoded(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn no_store_was_created(app: &TestApp) {
+    let stores = app.log.list_stores(StoreId(0), 100).await.unwrap();
+    assert!(stores.is_empty(), "stores were created: {:?}", stores.iter().map(|s| &s.key).collect::<Vec<_>>());
+}
+
+async fn livestore_refuses_bad_store_names(kind: Kind) {
+    let app = app(kind).await;
+    let http = reqwest::Client::new();
+    for (what, name) in bad_names() {
+        let store = url_encoded(&name);
+        let v03 = format!("ws://{}/websocket?storeId={store}", app.addr);
+        assert_eq!(WsClient::upgrade_status(&v03).await, 400, "0.3 with {what}");
+        let v04 = format!("ws://{}/?storeId={store}&transport=ws", app.addr);
+        assert_eq!(WsClient::upgrade_status(&v04).await, 400, "0.4 WebSocket with {what}");
+        let pull = json!({"_tag": "Request", "id": "1", "tag": "SyncHttpRpc.Pull",
+            "payload": {"storeId": name, "live": false, "cursor": {"_tag": "None"}}, "headers": []});
+        let response =
+            http.post(app.url(&format!("/?storeId={store}&transport=http"))).json(&pull).send().await.unwrap();
+        assert_eq!(response.status(), 400, "0.4 HTTP with {what}");
+        let reason = response.text().await.unwrap();
+        assert!(reason.starts_with("Invalid search params: storeId: a store name"), "{what}: {reason}");
+    }
+    // The limit counts bytes: 512 of them is a good name.
+    let longest = "x".repeat(512);
+    let mut client = WsClient::connect(&format!("ws://{}/websocket?storeId={longest}", app.addr)).await;
+    client.send(r#"{"_tag":"WSMessage.PullReq","requestId":"r1"}"#).await;
+    assert_eq!(client.recv_json().await["_tag"], "WSMessage.PullRes");
+    let stores = app.log.list_stores(StoreId(0), 100).await.unwrap();
+    assert!(stores.iter().all(|s| s.key.name == longest), "only the good name is a store");
+    app.stop().await;
+}
+
+async fn pocket_refuses_bad_collection_names(kind: Kind) {
+    let app = app(kind).await;
+    let mut ws = WsClient::connect(&format!("ws://{}/sync", app.addr)).await;
+    let http = reqwest::Client::new();
+    let change = json!({"operation": "insert", "documentId": "d", "document": {"_id": "d", "_rev": "1-a"},
+        "isFromSync": false, "timestamp": 1, "sequence": 1});
+    for (i, (what, name)) in bad_names().into_iter().enumerate() {
+        let push = json!({"type": "push", "id": format!("p{i}"), "timestamp": 1, "collection": name,
+            "changes": [change], "checkpoint": {"sequences": {}}});
+        ws.send(&push.to_string()).await;
+        let reply = ws.recv_json().await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("error"), Some("INVALID_MESSAGE")),
+            "{what}"
+        );
+        assert_eq!(reply["id"], format!("p{i}"));
+        let pull = json!({"type": "pull", "id": format!("q{i}"), "timestamp": 1, "collections": [name],
+            "checkpoint": {"sequences": {}}});
+        ws.send(&pull.to_string()).await;
+        let reply = ws.recv_json().await;
+        assert_eq!(reply["code"], "INVALID_MESSAGE", "pull with {what}");
+
+        let response = http.post(app.url("/sync/push")).json(&push).send().await.unwrap();
+        assert_eq!(response.status(), 400, "HTTP push with {what}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], "INVALID_MESSAGE");
+    }
+    no_store_was_created(&app).await;
+    app.stop().await;
+}
+
+async fn synckit_refuses_bad_document_ids(kind: Kind) {
+    let app = app(kind).await;
+    let mut ws = WsClient::connect(&format!("ws://{}/ws", app.addr)).await;
+    for (what, name) in bad_names() {
+        for kind in ["subscribe", "sync_request", "awareness_subscribe"] {
+            let message = json!({"type": kind, "id": "s", "timestamp": 1, "documentId": name});
+            ws.send(&message.to_string()).await;
+            let reply = ws.recv_json().await;
+            assert_eq!(reply["type"], "error", "{kind} with {what}: {reply}");
+        }
+        let delta = json!({"type": "delta", "id": "d", "timestamp": 1, "documentId": name, "delta": {"a": 1},
+            "vectorClock": {"c": 1}});
+        ws.send(&delta.to_string()).await;
+        assert_eq!(ws.recv_json().await["type"], "error", "delta with {what}");
+    }
+    no_store_was_created(&app).await;
+    app.stop().await;
+}
+
+async fn the_event_api_refuses_bad_store_names(kind: Kind) {
+    let app = app(kind).await;
+    let http = reqwest::Client::new();
+    for (what, name) in bad_names() {
+        let store = url_encoded(&format!("livestore:{name}"));
+        for path in [format!("/v1/stores/{store}/events"), format!("/v1/stores/{store}/events/live")] {
+            let response = http.get(app.url(&path)).bearer_auth(ADMIN).send().await.unwrap();
+            assert_eq!(response.status(), 400, "GET with {what}");
+            let error = response.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+            assert!(error.starts_with("a store name"), "{what}: {error}");
+        }
+        let reset = http.post(app.url(&format!("/v1/stores/{store}/reset"))).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(reset.status(), 400, "reset with {what}");
+    }
+    no_store_was_created(&app).await;
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    livestore_refuses_bad_store_names,
+    pocket_refuses_bad_collection_names,
+    synckit_refuses_bad_document_ids,
+    the_event_api_refuses_bad_store_names,
+);
