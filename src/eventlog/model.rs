@@ -147,6 +147,15 @@ impl EventBody {
     pub fn null_args() -> Box<RawValue> {
         RawValue::from_string("null".into()).expect("null is valid JSON")
     }
+
+    /// Postgres text cannot hold NUL; refusing it on both backends keeps them alike, and refusing
+    /// it before the commit keeps one bad request from failing the others of its group.
+    pub fn check_text(&self) -> Result<(), String> {
+        if [&self.name, &self.client_id, &self.session_id].iter().any(|s| s.contains('\0')) {
+            return Err("event names and client or session ids must not contain NUL".into());
+        }
+        Ok(())
+    }
 }
 
 /// An event whose sequence numbers the client chose (checked append).
@@ -197,15 +206,12 @@ impl AppendBatch {
         if self.is_empty() {
             return Err("a batch needs at least one event".into());
         }
-        // Postgres text cannot hold NUL; refusing it everywhere keeps the backends alike.
         let bodies: Vec<&EventBody> = match self {
             AppendBatch::Checked { events, .. } => events.iter().map(|e| &e.body).collect(),
             AppendBatch::AtHead { events } => events.iter().collect(),
         };
         for body in bodies {
-            if [&body.name, &body.client_id, &body.session_id].iter().any(|s| s.contains('\0')) {
-                return Err("event names and client or session ids must not contain NUL".into());
-            }
+            body.check_text()?;
         }
         if let AppendBatch::Checked { expected_head, events } = self {
             let mut previous = *expected_head;

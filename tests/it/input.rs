@@ -137,3 +137,101 @@ crate::on_both_backends!(
     synckit_refuses_bad_document_ids,
     the_event_api_refuses_bad_store_names,
 );
+
+fn livestore_event(seq: u64, name: &str, client: &str) -> Value {
+    json!({"name": name, "args": {"seq": seq}, "seqNum": seq, "parentSeqNum": seq - 1, "clientId": client,
+        "sessionId": "s1"})
+}
+
+/// NUL in an event's text is refused before the commit, on both backends (Postgres text cannot
+/// hold it), and the pushes committed alongside it are not affected.
+async fn nul_in_event_text_is_refused_and_its_neighbours_commit(kind: Kind) {
+    let app = app(kind).await;
+    let bad_events = [livestore_event(1, "todo\u{0}Created", "c1"), livestore_event(1, "todoCreated", "c\u{0}1")];
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let addr = app.addr;
+        let bad = bad_events.get(n % 4).cloned();
+        tasks.push(tokio::spawn(async move {
+            let mut client = WsClient::connect(&format!("ws://{addr}/websocket?storeId=s{n}")).await;
+            let event = bad.clone().unwrap_or_else(|| livestore_event(1, "todoCreated", "c1"));
+            let push = json!({"_tag": "WSMessage.PushReq", "requestId": "p", "batch": [event]});
+            client.send(&push.to_string()).await;
+            (bad.is_some(), client.recv_json().await)
+        }));
+    }
+    for (n, task) in tasks.into_iter().enumerate() {
+        let (bad, reply) = task.await.unwrap();
+        let head = app.log.head(&crate::helpers::key(&format!("s{n}"))).await.unwrap();
+        if bad {
+            assert_eq!(reply["_tag"], "WSMessage.Error", "store s{n}: {reply}");
+            let message = reply["message"].as_str().unwrap();
+            assert!(message.starts_with("Invalid batch:") && message.contains("NUL"), "{message}");
+            assert_eq!(head.0, 0, "store s{n}");
+        } else {
+            assert_eq!(reply["_tag"], "WSMessage.PushAck", "store s{n}: {reply}");
+            assert_eq!(head.0, 1, "store s{n}");
+        }
+    }
+    app.stop().await;
+}
+
+/// A SyncKit room appends the writes that queued while it was busy as one batch: a write with a
+/// NUL clientId is refused alone, and the writes around it are acknowledged and stored.
+async fn a_synckit_write_with_nul_is_refused_alone(kind: Kind) {
+    let app = app(kind).await;
+    let url = format!("ws://{}/ws", app.addr);
+    let (mut a, mut b) = (WsClient::connect(&url).await, WsClient::connect(&url).await);
+    let delta = |id: &str, client: &str, field: &str| {
+        json!({"type": "delta", "id": id, "timestamp": 1, "documentId": "room:nul", "clientId": client,
+            "delta": {field: 1}, "vectorClock": {"t": 1}})
+        .to_string()
+    };
+    // Sent back to back, so that most of them queue behind the first append.
+    for i in 0..20 {
+        a.send(&delta(&format!("a{i}"), "client-a", &format!("a{i}"))).await;
+        b.send(&delta(&format!("b{i}"), "client-b", &format!("b{i}"))).await;
+        if i == 3 {
+            a.send(&delta("bad", "client\u{0}a", "bad")).await;
+        }
+    }
+    for (client, prefix) in [(&mut a, "a"), (&mut b, "b")] {
+        let mut acked = 0;
+        let mut refused = Vec::new();
+        while acked < 20 {
+            let reply = client.recv_json().await;
+            match reply["type"].as_str() {
+                Some("ack") => {
+                    assert!(reply["messageId"].as_str().unwrap().starts_with(prefix), "{reply}");
+                    acked += 1;
+                }
+                Some("error") => refused.push(reply),
+                _ => {}
+            }
+        }
+        if prefix == "a" {
+            while refused.is_empty() {
+                let reply = client.recv_json().await;
+                if reply["type"] == "error" {
+                    refused.push(reply);
+                }
+            }
+        }
+        let expected: Vec<Value> = if prefix == "a" { vec![json!({"documentId": "room:nul"})] } else { Vec::new() };
+        assert_eq!(refused.iter().map(|r| r["details"].clone()).collect::<Vec<_>>(), expected, "{refused:?}");
+        assert!(refused.iter().all(|r| r["error"] == "Delta application failed"), "{refused:?}");
+    }
+    let store = junction::eventlog::StoreKey::new(junction::eventlog::Protocol::SyncKit, "room:nul").unwrap();
+    let stored = app.log.read(&store, junction::eventlog::SeqNum::ROOT, 1000).await.unwrap();
+    for field in (0..20).flat_map(|i| [format!("a{i}"), format!("b{i}")]) {
+        let pattern = format!("\"{field}\":");
+        assert!(stored.iter().any(|e| e.body.args.get().contains(&pattern)), "{field} is stored");
+    }
+    assert!(stored.iter().all(|e| !e.body.args.get().contains("\"bad\":")));
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    nul_in_event_text_is_refused_and_its_neighbours_commit,
+    a_synckit_write_with_nul_is_refused_alone
+);

@@ -553,14 +553,26 @@ impl Room {
     /// Appends the writes' events in one batch, then acks, applies and broadcasts them.
     async fn write(&mut self, writes: Vec<Write>) {
         let mut bodies = Vec::new();
-        for write in &writes {
+        let mut accepted = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut own = Vec::new();
             if let Some(fields) = write.fields.as_ref().filter(|f| !f.fields.is_empty()) {
-                bodies.push(DocEvent::Fields(fields.clone()).to_body(&write.client_id, &write.peer.session));
+                own.push(DocEvent::Fields(fields.clone()).to_body(&write.client_id, &write.peer.session));
             }
             if let Some(text) = &write.text {
-                bodies.push(DocEvent::Text(text.clone()).to_body(&write.client_id, &write.peer.session));
+                own.push(DocEvent::Text(text.clone()).to_body(&write.client_id, &write.peer.session));
             }
+            // Checked one write at a time: a write the log would refuse must not take the
+            // other writes of its batch down with it.
+            if let Err(reason) = own.iter().try_for_each(EventBody::check_text) {
+                tracing::debug!(document = %self.document_id(), %reason, "synckit: write refused");
+                fail(self.document_id(), Command::Write(Box::new(write)));
+                continue;
+            }
+            bodies.extend(own);
+            accepted.push(write);
         }
+        let writes = accepted;
         if !bodies.is_empty() {
             if let Err(error) = self.append_and_apply(bodies).await {
                 tracing::error!(document = %self.document_id(), %error, "synckit: append failed");
