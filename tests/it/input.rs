@@ -235,3 +235,65 @@ crate::on_both_backends!(
     nul_in_event_text_is_refused_and_its_neighbours_commit,
     a_synckit_write_with_nul_is_refused_alone
 );
+
+fn awareness(kind: &str, client: &str, state: Value, clock: u64) -> String {
+    json!({"type": kind, "id": format!("{kind}-{clock}"), "timestamp": 1, "documentId": "room:presence",
+        "clientId": client, "state": state, "clock": clock})
+    .to_string()
+}
+
+/// The next `awareness_update` or `error` a SyncKit JSON client receives.
+async fn next_awareness_or_error(client: &mut WsClient) -> Value {
+    loop {
+        let message = client.recv_json().await;
+        if message["type"] == "awareness_update" || message["type"] == "error" {
+            return message;
+        }
+    }
+}
+
+/// A presence `clientId` belongs to the connection that set it: another connection can neither
+/// overwrite nor clear it, until its owner clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synckit_presence_cannot_be_set_or_cleared_under_another_connections_client_id() {
+    let app = app(Kind::Sqlite).await;
+    let url = format!("ws://{}/ws", app.addr);
+    let subscribe =
+        json!({"type": "awareness_subscribe", "id": "as", "timestamp": 1, "documentId": "room:presence"}).to_string();
+    let (mut owner, mut intruder) = (WsClient::connect(&url).await, WsClient::connect(&url).await);
+    for client in [&mut owner, &mut intruder] {
+        client.send(&subscribe).await;
+        assert_eq!(client.recv_json().await["type"], "awareness_state");
+    }
+    owner.send(&awareness("awareness_update", "alice", json!({"name": "Alice"}), 1)).await;
+    for client in [&mut owner, &mut intruder] {
+        let update = next_awareness_or_error(client).await;
+        assert_eq!((update["clientId"].clone(), update["state"].clone()), (json!("alice"), json!({"name": "Alice"})));
+    }
+
+    for (state, clock) in [(json!({"name": "Mallory"}), 2), (Value::Null, 3)] {
+        intruder.send(&awareness("awareness_update", "alice", state, clock)).await;
+        let refused = next_awareness_or_error(&mut intruder).await;
+        assert_eq!(
+            (refused["type"].as_str(), refused["error"].as_str()),
+            (Some("error"), Some("Failed to update awareness"))
+        );
+    }
+    // What the owner hears next is its own update: the intruder's never went out.
+    owner.send(&awareness("awareness_update", "alice", json!({"name": "Alice 2"}), 4)).await;
+    let next = next_awareness_or_error(&mut owner).await;
+    assert_eq!((next["state"].clone(), next["clock"].clone()), (json!({"name": "Alice 2"}), json!(4)));
+    let mut newcomer = WsClient::connect(&url).await;
+    newcomer.send(&subscribe).await;
+    let state = newcomer.recv_json().await;
+    assert_eq!(state["states"], json!([{"clientId": "alice", "state": {"name": "Alice 2"}, "clock": 4}]));
+
+    // Once its owner clears it, the clientId is free.
+    owner.send(&awareness("awareness_update", "alice", Value::Null, 5)).await;
+    assert_eq!(next_awareness_or_error(&mut intruder).await["clock"], 4);
+    assert_eq!(next_awareness_or_error(&mut intruder).await["state"], Value::Null);
+    intruder.send(&awareness("awareness_update", "alice", json!({"name": "Bob"}), 6)).await;
+    let taken = next_awareness_or_error(&mut intruder).await;
+    assert_eq!((taken["type"].clone(), taken["state"].clone()), (json!("awareness_update"), json!({"name": "Bob"})));
+    app.stop().await;
+}

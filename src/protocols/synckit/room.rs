@@ -527,6 +527,12 @@ impl Room {
                 }
             }
             Command::AwarenessUpdate { peer, update } => {
+                if self.presence.get(&update.client_id).is_some_and(|p| p.owner != peer.session) {
+                    tracing::info!(document = %self.document_id(), client = %update.client_id,
+                        "synckit: refused a presence update for a clientId another connection holds");
+                    peer.reply(&ErrorMessage::awareness_update_failed().into());
+                    return;
+                }
                 // Applied when it comes back through the fan-out, like everybody else's.
                 self.follow_presence();
                 self.publish(&PresenceNews::Update { session: peer.session.to_string(), update });
@@ -738,6 +744,14 @@ impl Room {
         };
         match news {
             PresenceNews::Update { session, update } => {
+                // A clientId belongs to the connection whose presence holds it, until that
+                // presence is cleared or expires. Checked again here because two connections can
+                // claim a free clientId at once; the first claim this room hears of wins. (Two
+                // instances hear their own news first, so a claim race across instances within a
+                // Redis round trip can leave each with its own owner until one presence ends.)
+                if self.presence.get(&update.client_id).is_some_and(|p| *p.owner != *session) {
+                    return;
+                }
                 match &update.state {
                     Some(state) if !state.is_null() => {
                         let presence = Presence {
