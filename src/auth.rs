@@ -63,6 +63,20 @@ fn matches_any(patterns: &[String], store: &str) -> bool {
     })
 }
 
+/// Whether `given` is the secret `expected` (the admin secret, a static token), compared in a
+/// time that does not depend on where the two differ: with `==`, a client that can time the
+/// answers learns the secret one byte at a time. Only the lengths show, which the guesser
+/// chose or will learn anyway.
+pub fn secret_matches(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = u8::from(given.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        // `black_box` keeps the optimizer from turning the loop into an early exit.
+        difference = std::hint::black_box(difference | (byte ^ given.get(i).copied().unwrap_or(0)));
+    }
+    difference == 0
+}
+
 /// Signs `claims` as an HS256 token with `secret` (what `junction token` prints).
 pub fn mint_hs256(claims: &Claims, secret: &str) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
@@ -157,6 +171,19 @@ mod tests {
         assert!(!claims.can_read("anything") && !claims.can_write("anything"));
         let admin = verifier().verify(&token(serde_json::json!({"permissions": {"isAdmin": true}}), "s3cret")).unwrap();
         assert!(admin.can_write("anything"));
+    }
+
+    /// Behaviour only: that the time does not depend on the first difference cannot be shown
+    /// reliably by a unit test on a shared machine.
+    #[test]
+    fn secrets_match_only_exactly() {
+        assert!(secret_matches("s3cret-admin", "s3cret-admin"));
+        for wrong in ["", "s", "s3cret-admi", "s3cret-admin!", "S3cret-admin", "x3cret-admin", "s3cret-admiN"] {
+            assert!(!secret_matches(wrong, "s3cret-admin"), "{wrong:?}");
+        }
+        // A guess that is the secret followed by NULs is not the secret.
+        assert!(!secret_matches("ab\0", "ab"));
+        assert!(!secret_matches("ab", "ab\0"));
     }
 
     #[test]

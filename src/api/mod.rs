@@ -93,7 +93,7 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
         let secret = &state.config.auth.admin_secret;
-        if !secret.is_empty() && token == secret {
+        if !secret.is_empty() && crate::auth::secret_matches(token, secret) {
             return Ok(Admin);
         }
         match state.tokens.verify(token) {

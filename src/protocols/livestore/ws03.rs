@@ -232,7 +232,7 @@ async fn run_pull(
 
 fn admin_secret_ok(state: &AppState, given: &str) -> bool {
     let secret = &state.config.auth.admin_secret;
-    !secret.is_empty() && secret == given
+    !secret.is_empty() && crate::auth::secret_matches(given, secret)
 }
 
 /// The `requestId` of a frame we will not decode fully (too large, or over the rate limit).
