@@ -297,3 +297,100 @@ async fn synckit_presence_cannot_be_set_or_cleared_under_another_connections_cli
     assert_eq!((taken["type"].clone(), taken["state"].clone()), (json!("awareness_update"), json!({"name": "Bob"})));
     app.stop().await;
 }
+
+const JWT_SECRET: &str = "input-test-secret";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A token for everything that expires in two to three seconds, and its `exp`.
+fn expiring_token() -> (String, u64) {
+    let exp = unix_now() + 3;
+    let claims = json!({"userId": "u1", "exp": exp,
+        "permissions": {"canRead": ["*"], "canWrite": ["*"], "isAdmin": false}});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    (token, exp)
+}
+
+async fn app_with_tokens() -> TestApp {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.auth.jwt_secret = JWT_SECRET.into();
+    config.protocols.livestore.allow_anonymous = false;
+    config.protocols.pocket.allow_anonymous = false;
+    config.protocols.synckit.allow_anonymous = false;
+    spawn_app_with(config, db).await
+}
+
+async fn auth_expiries(app: &TestApp, protocol: &str) -> String {
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let prefix = format!("junction_auth_expiries_total{{protocol=\"{protocol}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or("none").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_livestore_socket_closes_when_its_token_expires() {
+    let app = app_with_tokens().await;
+    let (token, exp) = expiring_token();
+    let once = url_encoded(&json!({"authToken": token}).to_string());
+    let payload = url_encoded(&once);
+    let mut v03 = WsClient::connect(&format!("ws://{}/websocket?storeId=s&payload={payload}", app.addr)).await;
+    let mut v04 = WsClient::connect(&format!("ws://{}/?storeId=s&transport=ws&payload={payload}", app.addr)).await;
+    let push = json!({"_tag": "WSMessage.PushReq", "requestId": "p", "batch": [livestore_event(1, "e", "c")]});
+    v03.send(&push.to_string()).await;
+    assert_eq!(v03.recv_json().await["_tag"], "WSMessage.PushAck", "the token works until it expires");
+    for client in [&mut v03, &mut v04] {
+        assert_eq!(client.closed().await, Some(1008));
+        assert!(unix_now() >= exp);
+    }
+    let again = format!("ws://{}/websocket?storeId=s&payload={payload}", app.addr);
+    assert_eq!(WsClient::upgrade_status(&again).await, 400, "the expired token opens nothing");
+    assert_eq!(auth_expiries(&app, "livestore").await, "2");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pocket_socket_closes_with_its_auth_error_when_its_token_expires() {
+    let app = app_with_tokens().await;
+    let (token, exp) = expiring_token();
+    let mut client = WsClient::connect(&format!("ws://{}/sync?token={token}", app.addr)).await;
+    let pull =
+        json!({"type": "pull", "id": "q", "timestamp": 1, "collections": ["c"], "checkpoint": {"sequences": {}}});
+    client.send(&pull.to_string()).await;
+    assert_eq!(client.recv_json().await["type"], "pull-response", "the token works until it expires");
+    assert_eq!(client.closed().await, Some(4001));
+    assert!(unix_now() >= exp);
+    assert_eq!(auth_expiries(&app, "pocket").await, "1");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synckit_socket_gets_auth_error_when_its_token_expires() {
+    let app = app_with_tokens().await;
+    let url = format!("ws://{}/ws", app.addr);
+    let (token, exp) = expiring_token();
+    // By `auth` message (the answer comes as JSON text) and by the URL.
+    let mut by_url = WsClient::connect(&format!("{url}?token={token}")).await;
+    let mut by_message = WsClient::connect(&url).await;
+    by_message.send(&json!({"type": "auth", "id": "a", "timestamp": 1, "token": token}).to_string()).await;
+    assert_eq!(by_message.recv_json().await["type"], "auth_success");
+    let subscribe = json!({"type": "subscribe", "id": "s", "timestamp": 1, "documentId": "room:exp"}).to_string();
+    by_message.send(&subscribe).await;
+    assert_eq!(by_message.recv_json().await["type"], "sync_response", "the token works until it expires");
+    let auth_error = by_message.recv_json().await;
+    assert_eq!(
+        (auth_error["type"].as_str(), auth_error["error"].as_str()),
+        (Some("auth_error"), Some("Authentication failed"))
+    );
+    assert!(unix_now() >= exp);
+    assert_eq!(by_message.closed().await, Some(1008));
+    assert_eq!(by_url.closed().await, Some(1008));
+    assert_eq!(auth_expiries(&app, "synckit").await, "2");
+    app.stop().await;
+}

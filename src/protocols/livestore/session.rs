@@ -77,6 +77,14 @@ impl Grant {
             Grant::Token(claims) => claims.can_write(store),
         }
     }
+
+    /// The token's `exp`: when a socket admitted with it must close.
+    pub fn expires(&self) -> Option<u64> {
+        match self {
+            Grant::Full => None,
+            Grant::Token(claims) => claims.exp,
+        }
+    }
 }
 
 /// Checks `payload.authToken` once, at connection time (as `validatePayload` does on

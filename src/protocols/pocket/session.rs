@@ -46,6 +46,14 @@ impl Identity {
             Grant::Token(claims) => claims.can_write(collection),
         }
     }
+
+    /// The token's `exp`: when a socket admitted with it must close.
+    pub fn expires(&self) -> Option<u64> {
+        match &self.grant {
+            Grant::Anonymous => None,
+            Grant::Token(claims) => claims.exp,
+        }
+    }
 }
 
 /// Checks a client's token (`?token=` on WebSocket, `Authorization: Bearer` on HTTP; an empty
