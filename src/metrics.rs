@@ -89,7 +89,11 @@ impl Metrics {
             slow_consumer_disconnects.clone(),
         );
         let auth_expiries = Family::<ProtocolLabel, Counter>::default();
-        registry.register("auth_expiries", "Sockets closed because their token expired", auth_expiries.clone());
+        registry.register(
+            "auth_expiries",
+            "Sockets and event-API streams closed because their token expired",
+            auth_expiries.clone(),
+        );
         let fanout = FanOutMetrics::default();
         for (name, help, counter) in [
             ("fanout_frames_published", "Frames published to Redis", &fanout.frames_published),
@@ -160,8 +164,9 @@ impl Metrics {
         self.inner.slow_consumer_disconnects.inc();
     }
 
-    pub fn auth_expired(&self, protocol: Protocol) {
-        self.inner.auth_expiries.get_or_create(&ProtocolLabel { protocol: protocol.as_str() }).inc();
+    /// A socket (or an event-API stream: `"api"`) closed because its token expired.
+    pub fn auth_expired(&self, surface: &'static str) {
+        self.inner.auth_expiries.get_or_create(&ProtocolLabel { protocol: surface }).inc();
     }
 
     pub fn fanout_published(&self, frames: usize, messages: usize) {

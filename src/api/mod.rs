@@ -80,7 +80,10 @@ impl IntoResponse for ApiError {
 }
 
 /// Proof that the request carries admin credentials.
-pub struct Admin;
+pub struct Admin {
+    /// The admin JWT's `exp` (`None` for the admin secret): a live stream ends there.
+    expires: Option<u64>,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -94,10 +97,10 @@ impl FromRequestParts<AppState> for Admin {
             .ok_or(ApiError::Unauthorized)?;
         let secret = &state.config.auth.admin_secret;
         if !secret.is_empty() && crate::auth::secret_matches(token, secret) {
-            return Ok(Admin);
+            return Ok(Admin { expires: None });
         }
         match state.tokens.verify(token) {
-            Ok(claims) if claims.permissions.is_admin => Ok(Admin),
+            Ok(claims) if claims.permissions.is_admin => Ok(Admin { expires: claims.exp }),
             Ok(_) => Err(ApiError::Forbidden),
             Err(_) => Err(ApiError::Unauthorized),
         }
@@ -176,7 +179,7 @@ struct LiveQuery {
 }
 
 async fn live_events(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(store): Path<String>,
     Query(query): Query<LiveQuery>,
@@ -210,5 +213,12 @@ async fn live_events(
     })
     .flatten()
     .take_until(state.shutdown.clone().cancelled_owned());
+    // The stream ends when the admin token does; reconnecting with it then gets 401.
+    let deadline = crate::protocols::socket::token_deadline(admin.expires);
+    let metrics = state.metrics.clone();
+    let events = events.take_until(Box::pin(async move {
+        crate::protocols::socket::expired(deadline).await;
+        metrics.auth_expired("api");
+    }));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

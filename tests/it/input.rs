@@ -394,3 +394,38 @@ async fn a_synckit_socket_gets_auth_error_when_its_token_expires() {
     assert_eq!(auth_expiries(&app, "synckit").await, "2");
     app.stop().await;
 }
+
+/// The event API's live stream, opened with an admin JWT, ends when the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_api_stream_ends_when_its_admin_token_expires() {
+    let app = app_with_tokens().await;
+    app.log.append(&crate::helpers::key("live"), crate::helpers::at_head(1)).await.unwrap();
+    let exp = unix_now() + 3;
+    let claims = json!({"userId": "ops", "exp": exp, "permissions": {"isAdmin": true}});
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = app.url("/v1/stores/livestore:live/events/live");
+    let mut stream = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut received = String::new();
+    loop {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream ends within 10 s")
+            .expect("a clean end");
+        match chunk {
+            Some(bytes) => received.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+    }
+    assert!(received.contains("event: event"), "the stream worked until then: {received}");
+    assert!(unix_now() >= exp);
+    assert_eq!(http.get(&url).bearer_auth(&token).send().await.unwrap().status(), 401);
+    assert_eq!(auth_expiries(&app, "api").await, "1");
+    app.stop().await;
+}

@@ -58,7 +58,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
             _ = socket::expired(token_expires) => {
                 // LiveStore has no auth error on an open socket: the client reconnects, and its
                 // expired token is then refused at the upgrade.
-                connection.state.metrics.auth_expired(Protocol::LiveStore);
+                connection.state.metrics.auth_expired(Protocol::LiveStore.as_str());
                 connection.outbox.close(close_code::POLICY_VIOLATION, "authentication token expired").await;
                 break;
             }

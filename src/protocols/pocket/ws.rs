@@ -67,7 +67,7 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
                 Some(Ok(_)) => {}
             },
             _ = socket::expired(token_expires) => {
-                connection.state.metrics.auth_expired(Protocol::Pocket);
+                connection.state.metrics.auth_expired(Protocol::Pocket.as_str());
                 let code = connection.state.config.protocols.pocket.auth_failed_close_code;
                 connection.outbox.close(code, "Authentication failed: the token expired").await;
                 break;

@@ -104,7 +104,7 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
                 }
             }
             _ = socket::expired(connection.token_expires()) => {
-                connection.state.metrics.auth_expired(Protocol::SyncKit);
+                connection.state.metrics.auth_expired(Protocol::SyncKit.as_str());
                 connection.refuse(connection.auth_framing, close::AUTHENTICATION_FAILED).await;
                 break;
             }
