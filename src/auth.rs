@@ -10,7 +10,8 @@
 //! A pattern is a store name, or a prefix ending in `*`; `"*"` matches every store. `isAdmin`
 //! grants everything. A token without `permissions` is valid but grants nothing (it does not
 //! fail to parse). HS256 tokens are checked with `auth.jwt_secret`; RS256 and ES256 tokens with
-//! `auth.jwt_public_key`. `exp` is enforced when present.
+//! `auth.jwt_public_key`. `exp` is enforced when present, without leeway, and
+//! a socket authenticated by a token closes when it expires.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,20 @@ fn matches_any(patterns: &[String], store: &str) -> bool {
         Some(prefix) => store.starts_with(prefix),
         None => pattern == store,
     })
+}
+
+/// Whether `given` is the secret `expected` (the admin secret, a static token), compared in a
+/// time that does not depend on where the two differ: with `==`, a client that can time the
+/// answers learns the secret one byte at a time. Only the lengths show, which the guesser
+/// chose or will learn anyway.
+pub fn secret_matches(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = u8::from(given.len() != expected.len());
+    for (i, byte) in expected.iter().enumerate() {
+        // `black_box` keeps the optimizer from turning the loop into an early exit.
+        difference = std::hint::black_box(difference | (byte ^ given.get(i).copied().unwrap_or(0)));
+    }
+    difference == 0
 }
 
 /// Signs `claims` as an HS256 token with `secret` (what `junction token` prints).
@@ -119,9 +134,19 @@ impl TokenVerifier {
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
+        // No grace after `exp`: a socket admitted with the token closes at `exp` exactly, so a
+        // token past it must not open one either.
+        validation.leeway = 0;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        // jsonwebtoken still accepts a token during the second of its `exp`; RFC 7519 (and the
+        // socket deadline) end it at `exp`.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        if claims.exp.is_some_and(|exp| exp <= now) {
+            return Err(AuthError::Invalid("ExpiredSignature".into()));
+        }
+        Ok(claims)
     }
 }
 
@@ -159,12 +184,31 @@ mod tests {
         assert!(admin.can_write("anything"));
     }
 
+    /// Behaviour only: that the time does not depend on the first difference cannot be shown
+    /// reliably by a unit test on a shared machine.
+    #[test]
+    fn secrets_match_only_exactly() {
+        assert!(secret_matches("s3cret-admin", "s3cret-admin"));
+        for wrong in ["", "s", "s3cret-admi", "s3cret-admin!", "S3cret-admin", "x3cret-admin", "s3cret-admiN"] {
+            assert!(!secret_matches(wrong, "s3cret-admin"), "{wrong:?}");
+        }
+        // A guess that is the secret followed by NULs is not the secret.
+        assert!(!secret_matches("ab\0", "ab"));
+        assert!(!secret_matches("ab", "ab\0"));
+    }
+
     #[test]
     fn bad_tokens_are_refused() {
         assert!(verifier().verify(&token(serde_json::json!({}), "wrong")).is_err());
         assert!(verifier().verify("not a token").is_err());
         let expired = token(serde_json::json!({"exp": 1_000_000_000}), "s3cret");
         assert!(verifier().verify(&expired).is_err());
+        // No leeway: a token is over at its `exp`, as the socket it opened is.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        for exp in [now - 30, now] {
+            assert!(verifier().verify(&token(serde_json::json!({"exp": exp}), "s3cret")).is_err(), "exp {exp}");
+        }
+        assert!(verifier().verify(&token(serde_json::json!({"exp": now + 30}), "s3cret")).is_ok());
         let unconfigured = TokenVerifier::from_config(&AuthConfig::default()).unwrap();
         assert_eq!(unconfigured.verify(&token(serde_json::json!({}), "x")), Err(AuthError::NotConfigured));
     }

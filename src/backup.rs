@@ -194,7 +194,8 @@ async fn restore(
     line: usize,
     summary: &mut Summary,
 ) -> Result<(), BackupError> {
-    let key = StoreKey::new(store.protocol, store.name);
+    let key = StoreKey::new(store.protocol, store.name)
+        .map_err(|invalid| BackupError::Format { line, reason: format!("store name: {invalid}") })?;
     let count = events.len() as u64;
     if count != store.event_count || events.last().map_or(SeqNum::ROOT, |e| e.seq) != store.head {
         let reason = format!(

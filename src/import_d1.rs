@@ -150,6 +150,10 @@ pub async fn import(
             ));
             (suffix.clone(), "table name")
         };
+        let key = StoreKey::new(Protocol::LiveStore, store_id.clone()).map_err(|invalid| ImportError::BadRow {
+            table: table.clone(),
+            reason: format!("storeId {store_id:?}: {invalid}"),
+        })?;
         let context = contexts.iter().find(|c| c.store_id == store_id).or(context);
         let events = read_events(&mut conn, &table).await?;
         let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
@@ -166,7 +170,6 @@ pub async fn import(
         let outcome = if options.dry_run {
             StoreOutcome::WouldImport
         } else {
-            let key = StoreKey::new(Protocol::LiveStore, store_id.clone());
             match log.restore(&key, backend_id.as_deref(), events, options.replace).await? {
                 RestoreOutcome::Restored => StoreOutcome::Imported,
                 RestoreOutcome::Unchanged => StoreOutcome::Unchanged,

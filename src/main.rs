@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn parse_store(text: &str) -> anyhow::Result<StoreKey> {
     let (protocol, name) = text.split_once(':').context("a store is named <protocol>:<name>")?;
     let protocol = Protocol::parse(protocol).with_context(|| format!("unknown protocol {protocol:?}"))?;
-    Ok(StoreKey::new(protocol, name))
+    Ok(StoreKey::new(protocol, name)?)
 }
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {

@@ -27,6 +27,7 @@ struct Inner {
     commit_group_size: Histogram,
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
+    auth_expiries: Family<ProtocolLabel, Counter>,
     fanout: FanOutMetrics,
     resident_memory: Gauge,
 }
@@ -87,6 +88,12 @@ impl Metrics {
             "Subscribers closed because they fell too far behind",
             slow_consumer_disconnects.clone(),
         );
+        let auth_expiries = Family::<ProtocolLabel, Counter>::default();
+        registry.register(
+            "auth_expiries",
+            "Sockets and event-API streams closed because their token expired",
+            auth_expiries.clone(),
+        );
         let fanout = FanOutMetrics::default();
         for (name, help, counter) in [
             ("fanout_frames_published", "Frames published to Redis", &fanout.frames_published),
@@ -123,6 +130,7 @@ impl Metrics {
                 commit_group_size,
                 deliveries,
                 slow_consumer_disconnects,
+                auth_expiries,
                 resident_memory,
             }),
         }
@@ -154,6 +162,11 @@ impl Metrics {
 
     pub fn slow_consumer_disconnected(&self) {
         self.inner.slow_consumer_disconnects.inc();
+    }
+
+    /// A socket (or an event-API stream: `"api"`) closed because its token expired.
+    pub fn auth_expired(&self, surface: &'static str) {
+        self.inner.auth_expiries.get_or_create(&ProtocolLabel { protocol: surface }).inc();
     }
 
     pub fn fanout_published(&self, frames: usize, messages: usize) {

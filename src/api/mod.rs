@@ -95,7 +95,10 @@ impl IntoResponse for ApiError {
 }
 
 /// Proof that the request carries admin credentials.
-pub struct Admin;
+pub struct Admin {
+    /// The admin JWT's `exp` (`None` for the admin secret): a live stream ends there.
+    expires: Option<u64>,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -108,11 +111,11 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
         let secret = &state.config.auth.admin_secret;
-        if !secret.is_empty() && token == secret {
-            return Ok(Admin);
+        if !secret.is_empty() && crate::auth::secret_matches(token, secret) {
+            return Ok(Admin { expires: None });
         }
         match state.tokens.verify(token) {
-            Ok(claims) if claims.permissions.is_admin => Ok(Admin),
+            Ok(claims) if claims.permissions.is_admin => Ok(Admin { expires: claims.exp }),
             Ok(_) => Err(ApiError::Forbidden),
             Err(_) => Err(ApiError::Unauthorized),
         }
@@ -125,7 +128,7 @@ fn parse_store(text: &str) -> Result<StoreKey, ApiError> {
         text.split_once(':').ok_or_else(|| ApiError::BadRequest("a store is named <protocol>:<name>".into()))?;
     let protocol = Protocol::parse(protocol)
         .ok_or_else(|| ApiError::BadRequest(format!("unknown protocol {protocol:?} (synckit, livestore, pocket)")))?;
-    Ok(StoreKey::new(protocol, name))
+    StoreKey::new(protocol, name).map_err(|invalid| ApiError::BadRequest(invalid.to_string()))
 }
 
 fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
@@ -191,7 +194,7 @@ struct LiveQuery {
 }
 
 async fn live_events(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     Path(store): Path<String>,
     Query(query): Query<LiveQuery>,
@@ -225,5 +228,12 @@ async fn live_events(
     })
     .flatten()
     .take_until(state.shutdown.clone().cancelled_owned());
+    // The stream ends when the admin token does; reconnecting with it then gets 401.
+    let deadline = crate::protocols::socket::token_deadline(admin.expires);
+    let metrics = state.metrics.clone();
+    let events = events.take_until(Box::pin(async move {
+        crate::protocols::socket::expired(deadline).await;
+        metrics.auth_expired("api");
+    }));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

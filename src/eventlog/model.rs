@@ -69,7 +69,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A store as clients name it: the protocol plus the client's arbitrary UTF-8 name.
+/// A store as clients name it: the protocol plus the client's UTF-8 name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StoreKey {
     pub protocol: Protocol,
@@ -77,8 +77,43 @@ pub struct StoreKey {
 }
 
 impl StoreKey {
-    pub fn new(protocol: Protocol, name: impl Into<String>) -> StoreKey {
-        StoreKey { protocol, name: name.into() }
+    /// The key of a store named by a client (or an operator): refused unless `name` passes
+    /// [`check_store_name`]. Names read back from storage passed it when their store was created.
+    pub fn new(protocol: Protocol, name: impl Into<String>) -> Result<StoreKey, InvalidStoreName> {
+        let name = name.into();
+        check_store_name(&name)?;
+        Ok(StoreKey { protocol, name })
+    }
+}
+
+/// Longest store name, in bytes (every protocol's names are short ids; Pocket's reference caps
+/// collection names here too).
+pub const MAX_STORE_NAME_BYTES: usize = 512;
+
+/// Why a name cannot name a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStoreName {
+    #[error("a store name must not be empty")]
+    Empty,
+    #[error("a store name is {0} bytes long; the limit is {MAX_STORE_NAME_BYTES}")]
+    TooLong(usize),
+    #[error("a store name must not contain NUL or other control characters")]
+    ControlCharacter,
+}
+
+/// The one rule for store names, whatever protocol or API brings them: not empty, at most
+/// [`MAX_STORE_NAME_BYTES`], and no control characters. Names land in text columns of both
+/// backends (Postgres text cannot hold NUL, so SQLite must refuse it too for the two to agree),
+/// in log lines and in the event API's URLs, where control characters only cause harm.
+pub fn check_store_name(name: &str) -> Result<(), InvalidStoreName> {
+    if name.is_empty() {
+        Err(InvalidStoreName::Empty)
+    } else if name.len() > MAX_STORE_NAME_BYTES {
+        Err(InvalidStoreName::TooLong(name.len()))
+    } else if name.chars().any(char::is_control) {
+        Err(InvalidStoreName::ControlCharacter)
+    } else {
+        Ok(())
     }
 }
 
@@ -111,6 +146,15 @@ impl PartialEq for EventBody {
 impl EventBody {
     pub fn null_args() -> Box<RawValue> {
         RawValue::from_string("null".into()).expect("null is valid JSON")
+    }
+
+    /// Postgres text cannot hold NUL; refusing it on both backends keeps them alike, and refusing
+    /// it before the commit keeps one bad request from failing the others of its group.
+    pub fn check_text(&self) -> Result<(), String> {
+        if [&self.name, &self.client_id, &self.session_id].iter().any(|s| s.contains('\0')) {
+            return Err("event names and client or session ids must not contain NUL".into());
+        }
+        Ok(())
     }
 }
 
@@ -162,15 +206,12 @@ impl AppendBatch {
         if self.is_empty() {
             return Err("a batch needs at least one event".into());
         }
-        // Postgres text cannot hold NUL; refusing it everywhere keeps the backends alike.
         let bodies: Vec<&EventBody> = match self {
             AppendBatch::Checked { events, .. } => events.iter().map(|e| &e.body).collect(),
             AppendBatch::AtHead { events } => events.iter().collect(),
         };
         for body in bodies {
-            if [&body.name, &body.client_id, &body.session_id].iter().any(|s| s.contains('\0')) {
-                return Err("event names and client or session ids must not contain NUL".into());
-            }
+            body.check_text()?;
         }
         if let AppendBatch::Checked { expected_head, events } = self {
             let mut previous = *expected_head;
@@ -336,6 +377,22 @@ mod tests {
             placed.iter().map(|p| (p.0.0, p.1.0, p.2.name.as_str())).collect::<Vec<_>>(),
             vec![(42, 41, "a"), (43, 42, "b")]
         );
+    }
+
+    #[test]
+    fn store_names_follow_one_rule() {
+        for good in ["a", "todos-1", "ünïcødé 🚀", "a b", "'; DROP TABLE stores; --", &"x".repeat(MAX_STORE_NAME_BYTES)]
+        {
+            assert_eq!(StoreKey::new(Protocol::LiveStore, good).map(|k| k.name), Ok(good.to_owned()));
+        }
+        assert_eq!(check_store_name(""), Err(InvalidStoreName::Empty));
+        assert_eq!(check_store_name(&"x".repeat(10_000)), Err(InvalidStoreName::TooLong(10_000)));
+        // Bytes, not characters: 256 two-byte letters are 512 bytes, 257 are 514.
+        assert!(check_store_name(&"é".repeat(256)).is_ok());
+        assert_eq!(check_store_name(&"é".repeat(257)), Err(InvalidStoreName::TooLong(514)));
+        for bad in ["a\0b", "\0", "line\nbreak", "tab\t", "esc\u{1b}[0m", "del\u{7f}", "c1\u{85}"] {
+            assert_eq!(check_store_name(bad), Err(InvalidStoreName::ControlCharacter), "{bad:?}");
+        }
     }
 
     #[test]

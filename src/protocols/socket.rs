@@ -19,6 +19,27 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// The client fell too far behind, or the store was reset: reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client's access ended (its token expired).
+    pub const POLICY_VIOLATION: u16 = 1008;
+}
+
+/// When a socket authenticated by a token with expiry `exp` (seconds since the Unix epoch) must
+/// close; `None` for access that does not expire (no `exp`, anonymous, a static token). A socket
+/// keeps the access it was admitted with, so without this a token would outlive its `exp` for as
+/// long as the socket stays open.
+pub fn token_deadline(exp: Option<u64>) -> Option<tokio::time::Instant> {
+    // An `exp` too far away to represent (a client chooses it) is as good as none.
+    let exp = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(exp?))?;
+    let left = exp.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    tokio::time::Instant::now().checked_add(left)
+}
+
+/// Resolves at `deadline`; never without one. For a socket loop's `select!`.
+pub async fn expired(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Applies `[limits]` to an upgrade; every protocol's upgrade goes through here.
@@ -106,4 +127,21 @@ pub fn split(socket: WebSocket, capacity: usize) -> (Outbox, SplitStream<WebSock
         let _ = sink.close().await;
     });
     (Outbox { queue }, incoming, writer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_deadlines() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(token_deadline(None), None);
+        // Past: at once.
+        assert!(token_deadline(Some(now - 10)).unwrap() <= tokio::time::Instant::now());
+        let in_an_hour = token_deadline(Some(now + 3600)).unwrap();
+        assert!(in_an_hour > tokio::time::Instant::now() + std::time::Duration::from_secs(3590));
+        // Too far to represent: no deadline rather than a panic.
+        assert_eq!(token_deadline(Some(u64::MAX)), None);
+    }
 }

@@ -56,8 +56,8 @@ async fn every_endpoint_needs_admin_credentials() {
 
 async fn stores_events_changes_and_reset(kind: Kind) {
     let app = spawn_api_app(kind).await;
-    let todos = StoreKey::new(Protocol::LiveStore, "todos");
-    let notes = StoreKey::new(Protocol::Pocket, "notes/with slash");
+    let todos = StoreKey::new(Protocol::LiveStore, "todos").unwrap();
+    let notes = StoreKey::new(Protocol::Pocket, "notes/with slash").unwrap();
     app.log.append(&todos, checked(0, &[1, 2, 3])).await.unwrap();
     app.log.append(&notes, at_head(2)).await.unwrap();
     app.log.append(&todos, checked(3, &[4])).await.unwrap();
@@ -118,7 +118,7 @@ async fn stores_events_changes_and_reset(kind: Kind) {
 
 async fn live_events_catch_up_then_follow_without_gap_or_duplicate(kind: Kind) {
     let app = spawn_api_app(kind).await;
-    let store = StoreKey::new(Protocol::SyncKit, "doc-1");
+    let store = StoreKey::new(Protocol::SyncKit, "doc-1").unwrap();
     for _ in 0..10 {
         app.log.append(&store, at_head(3)).await.unwrap();
     }

@@ -8,9 +8,9 @@ use crate::helpers::{Kind, TestApp, TestDatabase, at_head, checked, spawn_app};
 
 fn stores() -> [StoreKey; 3] {
     [
-        StoreKey::new(Protocol::LiveStore, "todos ünïcødé"),
-        StoreKey::new(Protocol::Pocket, "notes"),
-        StoreKey::new(Protocol::SyncKit, "doc-1"),
+        StoreKey::new(Protocol::LiveStore, "todos ünïcødé").unwrap(),
+        StoreKey::new(Protocol::Pocket, "notes").unwrap(),
+        StoreKey::new(Protocol::SyncKit, "doc-1").unwrap(),
     ]
 }
 
@@ -123,7 +123,7 @@ async fn a_bad_file_is_refused_by_line_and_writes_nothing() {
         backup::import(&app.log, short.as_bytes(), false).await,
         Err(BackupError::Format { line: 2, .. })
     ));
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::Pocket, "n")).await.unwrap(), SeqNum::ROOT);
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::Pocket, "n").unwrap()).await.unwrap(), SeqNum::ROOT);
     app.stop().await;
 }
 

@@ -41,7 +41,8 @@ async fn fanout_delivers_every_event_to_every_subscriber_once() {
     assert!(count(&report, "frames") >= 3 * count(&report, "writes"), "{report}");
     // What the tool counted is what the server stored.
     let store = report["store"].as_str().expect("the store name");
-    let head = app.log.head(&junction::eventlog::StoreKey::new(junction::eventlog::Protocol::LiveStore, store)).await;
+    let head =
+        app.log.head(&junction::eventlog::StoreKey::new(junction::eventlog::Protocol::LiveStore, store).unwrap()).await;
     assert_eq!(head.unwrap().0, publishes, "{report}");
     app.stop().await;
 }

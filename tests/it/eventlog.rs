@@ -149,7 +149,7 @@ async fn stores_are_isolated_whatever_their_names(kind: Kind) {
         assert_eq!(app.log.read(&key(name), SeqNum::ROOT, 1000).await.unwrap().len(), i + 1);
     }
     // The same name under another protocol is another store.
-    let synckit = StoreKey::new(Protocol::SyncKit, "a");
+    let synckit = StoreKey::new(Protocol::SyncKit, "a").unwrap();
     assert_eq!(app.log.head(&synckit).await.unwrap(), SeqNum::ROOT);
     app.log.append(&synckit, at_head(3)).await.unwrap();
     assert_eq!(app.log.head(&key("a")).await.unwrap(), SeqNum(1));
@@ -271,7 +271,7 @@ async fn restart_keeps_everything(kind: Kind) {
     let app = spawn_app(kind).await;
     let store = key("durable");
     app.log.append(&store, checked(0, &[1, 2])).await.unwrap();
-    app.log.append(&StoreKey::new(Protocol::Pocket, "notes"), at_head(4)).await.unwrap();
+    app.log.append(&StoreKey::new(Protocol::Pocket, "notes").unwrap(), at_head(4)).await.unwrap();
     let before = app.log.info(&store).await.unwrap();
     let events_before = app.log.read(&store, SeqNum::ROOT, 10).await.unwrap();
 
@@ -279,7 +279,7 @@ async fn restart_keeps_everything(kind: Kind) {
     let after = app.log.info(&store).await.unwrap();
     assert_eq!(after, before, "head, count and backend id survive the restart");
     assert_eq!(app.log.read(&store, SeqNum::ROOT, 10).await.unwrap(), events_before);
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::Pocket, "notes")).await.unwrap(), SeqNum(4));
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::Pocket, "notes").unwrap()).await.unwrap(), SeqNum(4));
     // Positions keep rising after the restart.
     let next = app.log.append(&store, checked(2, &[3])).await.unwrap();
     assert!(next.change_pos > events_before[1].change_pos);

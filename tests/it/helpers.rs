@@ -118,7 +118,7 @@ impl TestApp {
 }
 
 pub fn key(name: &str) -> StoreKey {
-    StoreKey::new(Protocol::LiveStore, name)
+    StoreKey::new(Protocol::LiveStore, name).unwrap()
 }
 
 pub fn body(name: &str, args: &str) -> EventBody {

@@ -119,7 +119,8 @@ async fn write_do_sqlite(
 }
 
 async fn assert_store_holds(app: &TestApp, store_id: &str, rows: &[Row]) {
-    let events = app.log.read(&StoreKey::new(Protocol::LiveStore, store_id), SeqNum::ROOT, 1000).await.unwrap();
+    let events =
+        app.log.read(&StoreKey::new(Protocol::LiveStore, store_id).unwrap(), SeqNum::ROOT, 1000).await.unwrap();
     let seen: Vec<_> = events
         .iter()
         .map(|e| {
@@ -180,13 +181,13 @@ async fn d1_dump_imports_exactly_and_idempotently(kind: Kind) {
     assert!(report.warnings.iter().any(|w| w.contains("eventlog_7_todos")), "{:?}", report.warnings);
     assert_store_holds(&app, "todos", TODOS).await;
     assert_store_holds(&app, "my store/1", SPACED).await;
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "todos")).await.unwrap(), SeqNum(20000));
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "todos").unwrap()).await.unwrap(), SeqNum(20000));
 
     // Again: nothing imported twice.
     let again = import_d1::import(&app.log, &dump, &options, |_| {}).await.unwrap();
     assert!(again.stores.iter().all(|s| s.outcome == StoreOutcome::Unchanged));
     // A store that moved on is refused, unless replaced.
-    let key = StoreKey::new(Protocol::LiveStore, "todos");
+    let key = StoreKey::new(Protocol::LiveStore, "todos").unwrap();
     app.log.append(&key, crate::helpers::checked(20000, &[20001])).await.unwrap();
     assert!(matches!(import_d1::import(&app.log, &dump, &options, |_| {}).await, Err(ImportError::Conflict(_))));
     let replace = Options { replace: true, ..options.clone() };
@@ -220,7 +221,7 @@ async fn do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue(kin
     let dry =
         import_d1::import(&app.log, &file, &Options { dry_run: true, ..Options::default() }, |_| {}).await.unwrap();
     assert!(dry.stores.iter().all(|s| s.outcome == StoreOutcome::WouldImport));
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "big one")).await.unwrap(), SeqNum::ROOT);
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "big one").unwrap()).await.unwrap(), SeqNum::ROOT);
 
     let started = std::time::Instant::now();
     let report = import_d1::import(&app.log, &file, &Options::default(), |_| {}).await.unwrap();
@@ -233,7 +234,7 @@ async fn do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue(kin
         found,
         [("big one", "context_7", Some("big-backend")), ("my store/1", "context_7", Some("backend-from-cloudflare"))]
     );
-    let big = app.log.info(&StoreKey::new(Protocol::LiveStore, "big one")).await.unwrap();
+    let big = app.log.info(&StoreKey::new(Protocol::LiveStore, "big one").unwrap()).await.unwrap();
     assert_eq!((big.head, big.event_count, big.backend_id.as_str()), (SeqNum(100_000), 100_000, "big-backend"));
 
     // The unmodified 0.4 client: same backendId (no reset), all events, and it pushes on top.
@@ -252,7 +253,7 @@ async fn do_sqlite_keeps_store_ids_and_backend_ids_and_real_clients_continue(kin
         assert!(output.status.success(), "{store}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
         assert!(stdout.contains(&format!("backendId {backend}")), "{stdout}");
     }
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "big one")).await.unwrap(), SeqNum(100_001));
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "big one").unwrap()).await.unwrap(), SeqNum(100_001));
     app.stop().await;
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app, spawn_app_with, test_config};
 
 fn key(store: &str) -> StoreKey {
-    StoreKey::new(Protocol::LiveStore, store)
+    StoreKey::new(Protocol::LiveStore, store).unwrap()
 }
 
 fn v03_url(app: &TestApp, store: &str) -> String {

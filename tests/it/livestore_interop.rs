@@ -93,7 +93,7 @@ async fn v04_client_recovers_from_a_server_side_close() {
         parent_seq: SeqNum(1),
         body: crate::helpers::body("todoCreated-v1", r#"{"id":"t2"}"#),
     };
-    let key = StoreKey::new(Protocol::LiveStore, store);
+    let key = StoreKey::new(Protocol::LiveStore, store).unwrap();
     app.log.append(&key, AppendBatch::Checked { expected_head: SeqNum(1), events: vec![event] }).await.unwrap();
 
     let output =
@@ -135,7 +135,8 @@ async fn backend_id_is_stable_across_a_restart_for_the_real_client(kind: Kind) {
     let app = app.restart().await;
     assert_eq!(backend_id_seen_by_the_client(&app, &store, 0, "ws").await, before);
     assert_eq!(backend_id_seen_by_the_client(&app, &store, 0, "http").await, before);
-    let info = app.log.info(&junction::eventlog::StoreKey::new(junction::eventlog::Protocol::LiveStore, store)).await;
+    let info =
+        app.log.info(&junction::eventlog::StoreKey::new(junction::eventlog::Protocol::LiveStore, store).unwrap()).await;
     assert_eq!(info.unwrap().backend_id, before);
     app.stop().await;
 }

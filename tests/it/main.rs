@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod http;
 mod import_d1;
+mod input;
 mod livestore;
 mod livestore_interop;
 mod pocket;

@@ -15,7 +15,7 @@ use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app, spawn_app
 use crate::pocket_interop::token;
 
 fn key(collection: &str) -> StoreKey {
-    StoreKey::new(Protocol::Pocket, collection)
+    StoreKey::new(Protocol::Pocket, collection).unwrap()
 }
 
 async fn stored(app: &TestApp, collection: &str) -> Vec<Event> {
@@ -775,9 +775,8 @@ async fn bad_input_gets_an_error_reply_writes_nothing_and_the_socket_survives() 
     }
     // A broadcast follower started by mistake would register its store a moment later.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for name in ["c", "", "c\u{0}x"] {
-        assert!(app.log.find_info(&key(name)).await.unwrap().is_none(), "nothing was written, not even a store");
-    }
+    // ("" and "c\0x" cannot even name a store.)
+    assert!(app.log.find_info(&key("c")).await.unwrap().is_none(), "nothing was written, not even a store");
     // Binary frames are read as UTF-8 text, as the reference does.
     let (mut raw, _) = tokio_tungstenite::connect_async(ws_url(&app, None)).await.unwrap();
     raw.send(Message::binary(b"ping".to_vec())).await.unwrap();

@@ -230,7 +230,7 @@ fn clock_max(clock: &Value) -> u64 {
 }
 
 fn key(doc: &str) -> StoreKey {
-    StoreKey::new(Protocol::SyncKit, doc)
+    StoreKey::new(Protocol::SyncKit, doc).unwrap()
 }
 
 /// How many events the event log holds for a document (0 if it has no store).

@@ -42,8 +42,9 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let options = LogOptions { commit_max_requests: config.commit_max_requests, catch_up_page: 256 };
     let log = EventLog::start(backend, options, hub.clone(), Arc::new(LocalFanOut::new(hub)), metrics);
     let run = junction::eventlog::new_backend_id();
-    let keys: Vec<StoreKey> =
-        (0..args.writers).map(|w| StoreKey::new(Protocol::Pocket, format!("bench-{run}-{w}"))).collect();
+    let keys: Vec<StoreKey> = (0..args.writers)
+        .map(|w| StoreKey::new(Protocol::Pocket, format!("bench-{run}-{w}")).expect("a valid store name"))
+        .collect();
     for key in &keys {
         log.store_id(key).await?;
     }

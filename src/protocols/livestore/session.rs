@@ -21,6 +21,7 @@ pub enum Transport {
 #[derive(Debug, Clone)]
 pub struct SyncParams {
     pub store_id: String,
+    key: StoreKey,
     /// The app's sync payload, decoded (§2.1: form-decoded, then percent-decoded once more).
     pub payload: Option<serde_json::Value>,
     /// 0.4 only; 0.3 clients never send it.
@@ -32,9 +33,7 @@ impl SyncParams {
     /// percent-decoding before it is JSON.
     pub fn parse(query: &HashMap<String, String>) -> Result<SyncParams, String> {
         let store_id = query.get("storeId").ok_or("storeId is missing")?.clone();
-        if store_id.is_empty() {
-            return Err("storeId is empty".into());
-        }
+        let key = StoreKey::new(Protocol::LiveStore, store_id.clone()).map_err(|e| format!("storeId: {e}"))?;
         let payload = match query.get("payload") {
             None => None,
             Some(encoded) => {
@@ -50,11 +49,11 @@ impl SyncParams {
             Some("http") => Some(Transport::Http),
             Some(other) => return Err(format!("transport must be ws or http, not {other:?}")),
         };
-        Ok(SyncParams { store_id, payload, transport })
+        Ok(SyncParams { store_id, key, payload, transport })
     }
 
     pub fn key(&self) -> StoreKey {
-        StoreKey::new(Protocol::LiveStore, self.store_id.clone())
+        self.key.clone()
     }
 
     fn auth_token(&self) -> Option<&str> {
@@ -78,6 +77,14 @@ impl Grant {
             Grant::Token(claims) => claims.can_write(store),
         }
     }
+
+    /// The token's `exp`: when a socket admitted with it must close.
+    pub fn expires(&self) -> Option<u64> {
+        match self {
+            Grant::Full => None,
+            Grant::Token(claims) => claims.exp,
+        }
+    }
 }
 
 /// Checks `payload.authToken` once, at connection time (as `validatePayload` does on
@@ -86,7 +93,8 @@ pub fn authorize(state: &AppState, params: &SyncParams) -> Result<Grant, String>
     let config = &state.config.protocols.livestore;
     let token = params.auth_token();
     if let Some(token) = token {
-        if config.tokens.iter().any(|t| t == token) {
+        // Every token is compared, so the time does not tell which one (nearly) matched.
+        if config.tokens.iter().fold(false, |found, t| found | crate::auth::secret_matches(token, t)) {
             return Ok(Grant::Full);
         }
         if state.tokens.is_configured() {

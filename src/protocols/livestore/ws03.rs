@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v03::{self, PullContext, Request, Response};
-use crate::eventlog::SubscriptionEnded;
+use crate::eventlog::{Protocol, SubscriptionEnded};
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -27,6 +27,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
     let limiter = RateLimiter::new(state.config.limits.messages_per_second);
     let mut connection =
         Connection { state, params, grant, outbox, limiter, pull: None, pull_ended: pull_ended.clone() };
+    let token_expires = socket::token_deadline(connection.grant.expires());
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
@@ -46,6 +47,13 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 Some(Ok(_)) => {}
             },
             _ = pull_ended.cancelled() => break,
+            _ = socket::expired(token_expires) => {
+                // LiveStore has no auth error on an open socket: the client reconnects, and its
+                // expired token is then refused at the upgrade.
+                connection.state.metrics.auth_expired(Protocol::LiveStore.as_str());
+                connection.outbox.close(close_code::POLICY_VIOLATION, "authentication token expired").await;
+                break;
+            }
             _ = connection.state.shutdown.cancelled() => {
                 connection.outbox.close(close_code::GOING_AWAY, "server shutting down").await;
                 break;
@@ -232,7 +240,7 @@ async fn run_pull(
 
 fn admin_secret_ok(state: &AppState, given: &str) -> bool {
     let secret = &state.config.auth.admin_secret;
-    !secret.is_empty() && secret == given
+    !secret.is_empty() && crate::auth::secret_matches(given, secret)
 }
 
 /// The `requestId` of a frame we will not decode fully (too large, or over the rate limit).

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v04::{self, ClientMessage, Exit, PageInfo, PullArgs, PullResponse, RpcCall, ServerMessage, SyncError};
-use crate::eventlog::SubscriptionEnded;
+use crate::eventlog::{Protocol, SubscriptionEnded};
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -36,6 +36,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
     // A live pull too slow to go on queues the close frame, then cancels this token to end the
     // loop (a token rather than a channel: see ws03).
     let pull_ended = CancellationToken::new();
+    let token_expires = socket::token_deadline(connection.grant.expires());
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
@@ -54,6 +55,13 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 Some(Ok(_)) => {}
             },
             _ = pull_ended.cancelled() => break,
+            _ = socket::expired(token_expires) => {
+                // LiveStore has no auth error on an open socket: the client reconnects, and its
+                // expired token is then refused at the upgrade.
+                connection.state.metrics.auth_expired(Protocol::LiveStore.as_str());
+                connection.outbox.close(close_code::POLICY_VIOLATION, "authentication token expired").await;
+                break;
+            }
             _ = connection.state.shutdown.cancelled() => {
                 connection.outbox.close(close_code::GOING_AWAY, "server shutting down").await;
                 break;

@@ -7,7 +7,7 @@ use super::client::{DEFAULT_PULL_LIMIT, Pull, Push};
 use super::server::{ChangesByCollection, ErrorCode, ErrorMessage, PullResponse, PushResponse, ServerMessage};
 use super::writer::{PushFailed, PushRequest, now_ms, stored_change};
 use crate::auth::Claims;
-use crate::eventlog::{Event, Protocol, SeqNum, StoreKey};
+use crate::eventlog::{Event, Protocol, SeqNum, StoreKey, check_store_name};
 use crate::server::AppState;
 
 /// The largest page a pull may ask for; larger `limit`s are served in pages of this size.
@@ -16,8 +16,6 @@ pub const MAX_PULL_LIMIT: u64 = 1000;
 pub const MAX_PULL_COLLECTIONS: usize = 1000;
 /// What a change adds to a response beyond its stored text (the new `sequence`, separators).
 const CHANGE_OVERHEAD: usize = 32;
-/// Longest collection name, in bytes.
-pub const MAX_COLLECTION_NAME: usize = 512;
 
 /// An authenticated client: what its token allows.
 #[derive(Debug, Clone)]
@@ -46,6 +44,14 @@ impl Identity {
         match &self.grant {
             Grant::Anonymous => true,
             Grant::Token(claims) => claims.can_write(collection),
+        }
+    }
+
+    /// The token's `exp`: when a socket admitted with it must close.
+    pub fn expires(&self) -> Option<u64> {
+        match &self.grant {
+            Grant::Anonymous => None,
+            Grant::Token(claims) => claims.exp,
         }
     }
 }
@@ -96,23 +102,18 @@ pub fn too_large(request_id: Option<&str>, size: usize, limit: usize) -> Refusal
     }
 }
 
-/// Collection names become store names: non-empty, bounded, and free of NUL (which Postgres
-/// text cannot hold).
+/// Collection names become store names, so they follow the store-name rule (not empty, at most
+/// 512 bytes, no NUL or other control characters).
 pub fn check_collection(message_type: &str, request_id: &str, name: &str) -> Result<(), Refusal> {
-    let problem = if name.is_empty() {
-        "a collection name must not be empty"
-    } else if name.len() > MAX_COLLECTION_NAME {
-        "a collection name is longer than 512 bytes"
-    } else if name.contains('\0') {
-        "a collection name must not contain NUL"
-    } else {
-        return Ok(());
-    };
-    Err(ErrorMessage::invalid_message(Some(request_id), now_ms(), message_type, problem))
+    check_store_name(name).map_err(|problem| {
+        let detail = format!("collection name: {problem}");
+        ErrorMessage::invalid_message(Some(request_id), now_ms(), message_type, &detail)
+    })
 }
 
+/// The store of a collection whose name passed [`check_collection`].
 pub fn store_key(collection: &str) -> StoreKey {
-    StoreKey::new(Protocol::Pocket, collection)
+    StoreKey { protocol: Protocol::Pocket, name: collection.to_owned() }
 }
 
 /// Applies a push: every change the server accepts is stored (in one append) before the

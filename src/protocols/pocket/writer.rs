@@ -28,7 +28,7 @@ use super::change::ChangeEvent;
 use super::projection::{Body, ConflictStrategy, Projection, Tentative, Verdict, merge_documents};
 use super::server::Conflict;
 use crate::eventlog::{
-    AppendBatch, AppendError, Event, EventBody, EventLog, EventLogError, NewEvent, Protocol, SeqNum, StoreKey,
+    AppendBatch, AppendError, Event, EventBody, EventLog, EventLogError, NewEvent, SeqNum, StoreKey,
 };
 
 /// A writer with nothing to do for this long retires (and frees its projection).
@@ -120,7 +120,7 @@ impl Writers {
         let (queue, jobs) = mpsc::channel(MAX_GROUP * 4);
         running.insert(collection.to_owned(), (id, queue.clone()));
         let writer = Writer {
-            key: StoreKey::new(Protocol::Pocket, collection),
+            key: super::session::store_key(collection),
             log: log.clone(),
             loaded: None,
             registry: self.running.clone(),

@@ -18,7 +18,7 @@ use super::server::{ErrorMessage, PONG, PullResponse, ServerMessage};
 use super::session::{self, Identity, store_key};
 use super::writer::now_ms;
 use super::{Refused, UserSlot};
-use crate::eventlog::{EventLog, EventLogError, SeqNum, StoreKey, Subscription, SubscriptionEnded};
+use crate::eventlog::{EventLog, EventLogError, Protocol, SeqNum, StoreKey, Subscription, SubscriptionEnded};
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -56,6 +56,7 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
     };
     // Handling a frame (its storage calls) is boxed: the future of this loop is what an idle
     // connection holds, and it would otherwise be as large as the largest request's.
+    let token_expires = socket::token_deadline(connection.identity.expires());
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
@@ -65,6 +66,12 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+            _ = socket::expired(token_expires) => {
+                connection.state.metrics.auth_expired(Protocol::Pocket.as_str());
+                let code = connection.state.config.protocols.pocket.auth_failed_close_code;
+                connection.outbox.close(code, "Authentication failed: the token expired").await;
+                break;
+            }
             _ = too_slow.cancelled() => {
                 connection.outbox.close(close_code::TRY_AGAIN_LATER, "too slow: reconnect and pull again").await;
                 break;

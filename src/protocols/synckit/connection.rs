@@ -21,6 +21,7 @@ use super::policy::{self, close};
 use super::raw::{Json, RawObject, VectorClock};
 use super::room::{Command, Peer, Rooms, Write, encode, fresh_id};
 use crate::auth::Claims;
+use crate::eventlog::Protocol;
 use crate::limits::RateLimiter;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
@@ -74,6 +75,7 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
         outbox,
         kick: CancellationToken::new(),
         identity: None,
+        auth_framing: Framing::Binary,
         touched: HashSet::new(),
         chunks: None,
     };
@@ -101,6 +103,11 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
                     break;
                 }
             }
+            _ = socket::expired(connection.token_expires()) => {
+                connection.state.metrics.auth_expired(Protocol::SyncKit.as_str());
+                connection.refuse(connection.auth_framing, close::AUTHENTICATION_FAILED).await;
+                break;
+            }
             _ = kick.cancelled() => {
                 connection.outbox.close(close_code::TRY_AGAIN_LATER, "fell behind or the document closed; reconnect").await;
                 break;
@@ -125,6 +132,9 @@ struct Connection {
     kick: CancellationToken,
     limiter: RateLimiter,
     identity: Option<Identity>,
+    /// How the identity's `auth` came (a token in the URL counts as binary): its expiry is
+    /// answered the same way.
+    auth_framing: Framing,
     /// Documents whose rooms know this connection (told when it closes).
     touched: HashSet<String>,
     /// Created on the first chunk (no SDK sends chunks; most sockets never need one).
@@ -140,6 +150,12 @@ impl Connection {
             framing,
             kick: self.kick.clone(),
         }
+    }
+
+    /// When the identity's token expires (an expired token gets `auth_error` and a close, as a
+    /// bad one does).
+    fn token_expires(&self) -> Option<tokio::time::Instant> {
+        socket::token_deadline(self.identity.as_ref().and_then(|identity| identity.claims.exp))
     }
 
     /// Sends `message` to this socket (waiting if its queue is full); `false` if it is gone.
@@ -369,6 +385,7 @@ impl Connection {
                         permissions: Some(identity.wire_permissions()),
                     };
                     self.identity = Some(identity);
+                    self.auth_framing = framing;
                     self.reply(framing, ServerMessage::AuthSuccess(success)).await
                 }
                 Err(error) => {

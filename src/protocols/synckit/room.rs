@@ -245,9 +245,16 @@ impl Rooms {
 }
 
 async fn run(rooms: Rooms, document_id: String, mut commands: mpsc::Receiver<Command>) {
-    let key = StoreKey::new(Protocol::SyncKit, document_id.clone());
     let log = rooms.inner.log.clone();
-    let mut room = match Room::load(log, key, rooms.inner.settings, rooms.inner.instance.clone()).await {
+    // The connection refuses ids that break the document-id rules, which are stricter than the
+    // store-name rule; a name that still fails here is answered like a document that cannot load.
+    let loaded = match StoreKey::new(Protocol::SyncKit, document_id.clone()) {
+        Ok(key) => {
+            Room::load(log, key, rooms.inner.settings, rooms.inner.instance.clone()).await.map_err(|e| e.to_string())
+        }
+        Err(invalid) => Err(invalid.to_string()),
+    };
+    let mut room = match loaded {
         Ok(room) => room,
         Err(error) => {
             tracing::error!(document = %document_id, %error, "synckit: cannot load the document");
@@ -520,6 +527,12 @@ impl Room {
                 }
             }
             Command::AwarenessUpdate { peer, update } => {
+                if self.presence.get(&update.client_id).is_some_and(|p| p.owner != peer.session) {
+                    tracing::info!(document = %self.document_id(), client = %update.client_id,
+                        "synckit: refused a presence update for a clientId another connection holds");
+                    peer.reply(&ErrorMessage::awareness_update_failed().into());
+                    return;
+                }
                 // Applied when it comes back through the fan-out, like everybody else's.
                 self.follow_presence();
                 self.publish(&PresenceNews::Update { session: peer.session.to_string(), update });
@@ -546,14 +559,26 @@ impl Room {
     /// Appends the writes' events in one batch, then acks, applies and broadcasts them.
     async fn write(&mut self, writes: Vec<Write>) {
         let mut bodies = Vec::new();
-        for write in &writes {
+        let mut accepted = Vec::with_capacity(writes.len());
+        for write in writes {
+            let mut own = Vec::new();
             if let Some(fields) = write.fields.as_ref().filter(|f| !f.fields.is_empty()) {
-                bodies.push(DocEvent::Fields(fields.clone()).to_body(&write.client_id, &write.peer.session));
+                own.push(DocEvent::Fields(fields.clone()).to_body(&write.client_id, &write.peer.session));
             }
             if let Some(text) = &write.text {
-                bodies.push(DocEvent::Text(text.clone()).to_body(&write.client_id, &write.peer.session));
+                own.push(DocEvent::Text(text.clone()).to_body(&write.client_id, &write.peer.session));
             }
+            // Checked one write at a time: a write the log would refuse must not take the
+            // other writes of its batch down with it.
+            if let Err(reason) = own.iter().try_for_each(EventBody::check_text) {
+                tracing::debug!(document = %self.document_id(), %reason, "synckit: write refused");
+                fail(self.document_id(), Command::Write(Box::new(write)));
+                continue;
+            }
+            bodies.extend(own);
+            accepted.push(write);
         }
+        let writes = accepted;
         if !bodies.is_empty() {
             if let Err(error) = self.append_and_apply(bodies).await {
                 tracing::error!(document = %self.document_id(), %error, "synckit: append failed");
@@ -719,6 +744,14 @@ impl Room {
         };
         match news {
             PresenceNews::Update { session, update } => {
+                // A clientId belongs to the connection whose presence holds it, until that
+                // presence is cleared or expires. Checked again here because two connections can
+                // claim a free clientId at once; the first claim this room hears of wins. (Two
+                // instances hear their own news first, so a claim race across instances within a
+                // Redis round trip can leave each with its own owner until one presence ends.)
+                if self.presence.get(&update.client_id).is_some_and(|p| *p.owner != *session) {
+                    return;
+                }
                 match &update.state {
                     Some(state) if !state.is_null() => {
                         let presence = Presence {
