@@ -96,10 +96,10 @@ impl Writer {
     /// The store this writer writes to.
     fn key(protocol: &str) -> StoreKey {
         match protocol {
-            "livestore-0.3" => StoreKey::new(Protocol::LiveStore, "full03"),
-            "livestore-0.4" => StoreKey::new(Protocol::LiveStore, "full04"),
-            "synckit" => StoreKey::new(Protocol::SyncKit, "full"),
-            "pocket" => StoreKey::new(Protocol::Pocket, "full"),
+            "livestore-0.3" => StoreKey::new(Protocol::LiveStore, "full03").unwrap(),
+            "livestore-0.4" => StoreKey::new(Protocol::LiveStore, "full04").unwrap(),
+            "synckit" => StoreKey::new(Protocol::SyncKit, "full").unwrap(),
+            "pocket" => StoreKey::new(Protocol::Pocket, "full").unwrap(),
             other => panic!("unknown protocol {other}"),
         }
     }
@@ -274,7 +274,8 @@ async fn disk_full_mid_group_with_concurrent_writers() {
                     let key = StoreKey::new(
                         Protocol::LiveStore,
                         if w % 2 == 0 { "shared".into() } else { format!("own{w}") },
-                    );
+                    )
+                    .unwrap();
                     let (mut acknowledged, mut failures) = (Vec::new(), 0);
                     for i in 0..400 {
                         if failures >= 10 && round == "fill" {
@@ -319,8 +320,10 @@ async fn disk_full_mid_group_with_concurrent_writers() {
             names.sort();
             names.dedup();
             for name in names {
-                for event in
-                    log.read(&StoreKey::new(Protocol::LiveStore, name.clone()), SeqNum::ROOT, 100_000).await.unwrap()
+                for event in log
+                    .read(&StoreKey::new(Protocol::LiveStore, name.clone()).unwrap(), SeqNum::ROOT, 100_000)
+                    .await
+                    .unwrap()
                 {
                     for tag in tags_in(event.body.args.get()) {
                         stored.push((name.clone(), event.seq, tag));
@@ -398,7 +401,8 @@ async fn postgres_failed_commits_acknowledge_nothing() {
             let log = app.log.clone();
             tokio::spawn(async move {
                 let key =
-                    StoreKey::new(Protocol::LiveStore, if w % 2 == 0 { "shared".into() } else { format!("own{w}") });
+                    StoreKey::new(Protocol::LiveStore, if w % 2 == 0 { "shared".into() } else { format!("own{w}") })
+                        .unwrap();
                 log.append(&key, AppendBatch::AtHead { events: vec![body("x", "{}")] }).await.is_ok()
             })
         })
@@ -407,7 +411,7 @@ async fn postgres_failed_commits_acknowledge_nothing() {
         assert!(!task.await.unwrap(), "a write of a failed commit was acknowledged");
     }
     set_commit_fault(&mut fault, false).await;
-    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "shared")).await.unwrap(), SeqNum::ROOT);
+    assert_eq!(app.log.head(&StoreKey::new(Protocol::LiveStore, "shared").unwrap()).await.unwrap(), SeqNum::ROOT);
     let app = app.restart().await;
     for (i, protocol) in protocols.iter().enumerate() {
         assert_eq!(stored_tags(&app, protocol).await, acknowledged[i], "{protocol} after a restart");
@@ -593,7 +597,7 @@ async fn a_lost_commit_reply_stores_nothing_twice() {
     config.store.url = proxy.url(&db.url);
     let app = spawn_app_with(config, db.clone()).await;
     let (blocker, contended) =
-        (StoreKey::new(Protocol::LiveStore, "blocker"), StoreKey::new(Protocol::LiveStore, "lost"));
+        (StoreKey::new(Protocol::LiveStore, "blocker").unwrap(), StoreKey::new(Protocol::LiveStore, "lost").unwrap());
     let blocker_id = app.log.store_id(&blocker).await.unwrap();
     app.log.store_id(&contended).await.unwrap();
     // Hold the committer on the blocker's row so that the writes below queue into one group.
