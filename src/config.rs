@@ -62,6 +62,9 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every Redis key and channel Junction uses.
     pub channel_prefix: String,
+    /// PEM file of the certificate authority that signed the Redis server's certificate, for a
+    /// `rediss://` URL with a private CA; empty trusts the system's authorities.
+    pub ca_file: String,
     /// Batches up to this many bytes travel through Redis with their events; larger ones as a
     /// notice, and the other instances read them from the database.
     pub inline_max_bytes: usize,
@@ -220,6 +223,7 @@ impl Default for RedisConfig {
         RedisConfig {
             url: String::new(),
             channel_prefix: "junction".into(),
+            ca_file: String::new(),
             inline_max_bytes: 64 * 1024,
             publish_queue: 65_536,
             poll_interval_ms: 200,

@@ -90,7 +90,7 @@ pub struct RedisOptions {
 impl RedisOptions {
     pub fn from_config(config: &RedisConfig) -> redis::RedisResult<RedisOptions> {
         Ok(RedisOptions {
-            client: redis::Client::open(config.url.as_str())?,
+            client: client(config)?,
             channel: format!("{}:fanout", config.channel_prefix),
             inline_max_bytes: config.inline_max_bytes,
             publish_queue: config.publish_queue,
@@ -98,6 +98,20 @@ impl RedisOptions {
             check_interval: Duration::from_millis(config.check_interval_ms),
         })
     }
+}
+
+/// A client for `redis.url`. `rediss://` URLs use TLS, trusting the system's certificate
+/// authorities, or only the one in `redis.ca_file` when it is set (a private CA).
+fn client(config: &RedisConfig) -> redis::RedisResult<redis::Client> {
+    if config.ca_file.is_empty() {
+        return redis::Client::open(config.url.as_str());
+    }
+    let root_cert = std::fs::read(&config.ca_file).map_err(|error| {
+        let detail = format!("{}: {error}", config.ca_file);
+        redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "cannot read redis.ca_file", detail))
+    })?;
+    let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+    redis::Client::build_with_tls(config.url.as_str(), certificates)
 }
 
 /// Fan-out through Redis (see the module docs). Created before the event log, whose committer

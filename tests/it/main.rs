@@ -19,4 +19,5 @@ mod pocket_interop;
 mod scale_out;
 mod synckit;
 mod synckit_interop;
+mod tls;
 mod upgrade;
