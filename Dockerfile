@@ -6,6 +6,8 @@ COPY . .
 RUN cargo build --release --locked --bin junction
 
 FROM debian:bookworm-slim
+# The system's certificate authorities, for rediss:// (and Postgres sslmode=verify-*) to hosted services.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --create-home --home-dir /var/lib/junction junction
 COPY --from=build /src/target/release/junction /usr/local/bin/junction
 COPY config.toml /etc/junction/config.toml
