@@ -22,8 +22,13 @@ use crate::config::AuthConfig;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Claims {
-    #[serde(default, alias = "sub", skip_serializing_if = "Option::is_none")]
+    /// Junction's `userId`, or else the standard `sub` (filled in by [`TokenVerifier::verify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// A field of its own rather than an alias of `userId`: with an alias, a token carrying both
+    /// (as identity providers' tokens with custom claims do) failed as a duplicate field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default)]
@@ -134,10 +139,13 @@ impl TokenVerifier {
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
         validation.validate_exp = true;
+        // Every identity provider sets `aud`; jsonwebtoken refuses any `aud` unless told which
+        // to expect, and Junction has no audience of its own to require.
+        validation.validate_aud = false;
         // No grace after `exp`: a socket admitted with the token closes at `exp` exactly, so a
         // token past it must not open one either.
         validation.leeway = 0;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let mut claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         // jsonwebtoken still accepts a token during the second of its `exp`; RFC 7519 (and the
@@ -145,6 +153,9 @@ impl TokenVerifier {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         if claims.exp.is_some_and(|exp| exp <= now) {
             return Err(AuthError::Invalid("ExpiredSignature".into()));
+        }
+        if claims.user_id.is_none() {
+            claims.user_id = claims.sub.clone();
         }
         Ok(claims)
     }
@@ -174,6 +185,17 @@ mod tests {
         assert_eq!(claims.user_id.as_deref(), Some("u1"));
         assert!(claims.can_read("doc-7") && !claims.can_read("other"));
         assert!(claims.can_write("doc-1") && !claims.can_write("doc-2"));
+    }
+
+    /// Ordinary identity-provider tokens: an `aud` claim, and `sub` beside Junction's `userId`.
+    #[test]
+    fn provider_tokens_with_aud_and_sub_are_accepted() {
+        let with_aud = verifier().verify(&token(serde_json::json!({"sub": "u3", "aud": "my-app"}), "s3cret")).unwrap();
+        assert_eq!(with_aud.user_id.as_deref(), Some("u3"));
+        let with_audiences = token(serde_json::json!({"sub": "u3", "aud": ["a", "b"]}), "s3cret");
+        assert!(verifier().verify(&with_audiences).is_ok());
+        let both = verifier().verify(&token(serde_json::json!({"sub": "auth0|7", "userId": "u7"}), "s3cret")).unwrap();
+        assert_eq!(both.user_id.as_deref(), Some("u7"), "Junction's own claim wins");
     }
 
     #[test]

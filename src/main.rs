@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
             let claims = junction::auth::Claims {
                 user_id: Some(user),
+                sub: None,
                 email,
                 permissions: junction::auth::Permissions { can_read: read, can_write: write, is_admin: admin },
                 exp: Some(now + ttl),
