@@ -11,6 +11,7 @@ mod helpers;
 mod http;
 mod import_d1;
 mod livestore;
+mod livestore_apps;
 mod livestore_interop;
 mod pocket;
 mod pocket_interop;
