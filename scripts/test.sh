@@ -43,7 +43,8 @@ else
 fi
 # The real client libraries the interop tests drive (lockfiles committed; installed once here so
 # that tests running in parallel never install into the same folder at the same time).
-for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04 protocols/pocket/client \
+for package in protocols/livestore/interop/v03 protocols/livestore/interop/v04 \
+  protocols/livestore/interop/apps04 protocols/pocket/client \
   protocols/synckit/interop; do
   if [ ! -d "$package/node_modules" ]; then
     log "installing the npm packages of $package"

@@ -7,6 +7,9 @@
 //! - `GET /v1/changes?after=&limit=` — the sequenced change log over all stores;
 //! - `POST /v1/stores/{store}/reset` — empty a store and give it a new backend id.
 //!
+//! Every event's `args` is the JSON text its client wrote, byte for byte (SSE alone turns a
+//! carriage return in the whitespace between tokens into a line feed: it has no way to carry one).
+//!
 //! `{store}` is `<protocol>:<name>` (`livestore:todos`), URL-encoded. Every endpoint needs
 //! `Authorization: Bearer <auth.admin_secret>` or a JWT whose claims say `isAdmin`. The OpenAPI
 //! document (`GET /v1/openapi.json`, no credentials needed) is [`openapi::document`].
@@ -25,7 +28,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::eventlog::{ChangePos, EventLogError, Protocol, SeqNum, StoreId, StoreInfo, StoreKey};
+use crate::eventlog::{ChangePos, Event, EventLogError, Protocol, SeqNum, StoreId, StoreInfo, StoreKey};
 use crate::server::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -172,7 +175,14 @@ async fn read_events(
     let key = parse_store(&store)?;
     state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
     let events = state.log.read(&key, SeqNum(page.after.unwrap_or(0)), limit(page.limit)?).await?;
-    Ok(axum::Json(json!({"events": events})).into_response())
+    Ok(axum::Json(EventsPage { events: &events }).into_response())
+}
+
+/// Serialized straight from the events, never through a `serde_json::Value`: that would parse
+/// each `args` and write its keys sorted, and readers must see what the client wrote.
+#[derive(serde::Serialize)]
+struct EventsPage<'a> {
+    events: &'a [Event],
 }
 
 async fn read_changes(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {

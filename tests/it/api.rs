@@ -155,7 +155,63 @@ async fn live_events_catch_up_then_follow_without_gap_or_duplicate(kind: Kind) {
     app.stop().await;
 }
 
-crate::on_both_backends!(stores_events_changes_and_reset, live_events_catch_up_then_follow_without_gap_or_duplicate);
+/// Keys in the client's order (not sorted), insignificant whitespace, a number as written, escapes.
+const ARGS_AS_WRITTEN: &str = "{\"z\":1, \"a\" : {\"y\":[1.50,\"\\u00e9\"],\"b\":null},\n \"m\":true}";
+
+/// What a client wrote is what every reader of the event API sees, byte for byte: the events
+/// page, the live stream, and an export.
+async fn event_args_are_served_as_written(kind: Kind) {
+    let app = spawn_api_app(kind).await;
+    let store = StoreKey::new(Protocol::LiveStore, "as-written");
+    let written = junction::eventlog::AppendBatch::AtHead { events: vec![crate::helpers::body("e", ARGS_AS_WRITTEN)] };
+    app.log.append(&store, written).await.unwrap();
+    let expected = format!(r#""args":{ARGS_AS_WRITTEN},"#);
+
+    let page = reqwest::Client::new()
+        .get(app.url("/v1/stores/livestore:as-written/events"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "application/json");
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&expected), "{page}");
+
+    let live = reqwest::Client::new()
+        .get(app.url("/v1/stores/livestore:as-written/events/live"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let data = read_sse_data(live).await;
+    assert!(data.contains(&expected), "{data}");
+
+    let mut export = Vec::new();
+    junction::backup::export(&app.log, std::slice::from_ref(&store), &mut export).await.unwrap();
+    let export = String::from_utf8(export).unwrap();
+    assert!(export.contains(&expected), "{export}");
+    app.stop().await;
+}
+
+crate::on_both_backends!(
+    stores_events_changes_and_reset,
+    live_events_catch_up_then_follow_without_gap_or_duplicate,
+    event_args_are_served_as_written
+);
+
+/// The data of the first event of an SSE response, its `data:` lines joined as EventSource does.
+async fn read_sse_data(mut response: reqwest::Response) -> String {
+    let mut text = String::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.expect("an event").unwrap();
+        text.push_str(std::str::from_utf8(&chunk.expect("the stream goes on")).unwrap());
+        if let Some(end) = text.find("\n\n") {
+            let lines = text[..end].lines().filter_map(|l| l.strip_prefix("data:"));
+            return lines.map(|l| l.strip_prefix(' ').unwrap_or(l)).collect::<Vec<_>>().join("\n");
+        }
+    }
+}
 
 /// Reads `id:` lines of an SSE response until `last` arrives (10 s at most).
 async fn read_sse_ids(mut response: reqwest::Response, last: u64) -> Vec<u64> {

@@ -243,6 +243,10 @@ impl WsClient {
 /// `npm ci` a Node package of the repo (an interop suite, a client) if it has not been installed
 /// yet. scripts/test.sh installs them all first; this covers running one test on its own.
 pub async fn npm_installed(dir: &str) {
+    // Tests of both backends start together: one `npm ci` at a time, and none sees a half-made
+    // node_modules as installed.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _installing = INSTALLING.lock().await;
     if std::path::Path::new(dir).join("node_modules").exists() {
         return;
     }

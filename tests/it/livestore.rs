@@ -286,27 +286,71 @@ async fn v04_bad_input_gets_unknown_error_and_the_socket_survives() {
     app.stop().await;
 }
 
+/// The #1365 mitigation: a client whose first frame acks a stream this socket never had is out of
+/// step (a stale Ack after a reconnect), and only a fresh socket gets it going again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_ack_or_interrupt_for_an_unknown_stream_closes_the_socket() {
+async fn v04_ack_for_an_unknown_stream_closes_the_socket() {
     let app = spawn_app(Kind::Sqlite).await;
-    for frame in [r#"{"_tag":"Ack","requestId":"0"}"#, r#"{"_tag":"Interrupt","requestId":"9"}"#] {
-        let mut client = WsClient::connect(&v04_url(&app, "stale-ack")).await;
-        client.send(frame).await;
-        assert_eq!(client.closed().await, Some(1002));
-    }
-    // An Interrupt for a live pull it has is fine, and stops the deliveries.
     let mut client = WsClient::connect(&v04_url(&app, "stale-ack")).await;
-    client.send(&pull04("0", "stale-ack", true, None)).await;
-    client.recv_json().await;
-    client.send(r#"{"_tag":"Interrupt","requestId":"0"}"#).await;
-    client.send(r#"{"_tag":"Ping"}"#).await;
-    assert_eq!(client.recv().await, r#"{"_tag":"Pong"}"#);
-    app.log
-        .append(&key("stale-ack"), AppendBatch::AtHead { events: vec![crate::helpers::body("e", "1")] })
-        .await
-        .unwrap();
-    client.silent_for(300).await;
+    client.send(r#"{"_tag":"Ack","requestId":"0"}"#).await;
+    assert_eq!(client.closed().await, Some(1002));
     app.stop().await;
+}
+
+/// What a real 0.4 app does on every rebase: it interrupts its push, often after the push's Exit
+/// went out. An Interrupt for a finished request, or for an id the socket never saw, changes
+/// nothing; one for a live pull ends that pull's deliveries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v04_interrupt_is_ignored_unless_it_stops_a_live_pull() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let store = "interrupts";
+    let mut client = WsClient::connect(&v04_url(&app, store)).await;
+    client.send(&push04("1", store, &[event(1, 0)], None)).await;
+    assert_eq!(client.recv().await, r#"{"_tag":"Exit","requestId":"1","exit":{"_tag":"Success","value":{}}}"#);
+    client.send(r#"{"_tag":"Interrupt","requestId":"1"}"#).await;
+    assert_still_open(&mut client).await;
+
+    // A push refused with ServerAheadError: the conflict that makes the app rebase.
+    client.send(&push04("2", store, &[event(1, 0)], None)).await;
+    assert_eq!(client.recv_json().await["exit"]["cause"]["error"]["_tag"], "ServerAheadError");
+    client.send(r#"{"_tag":"Interrupt","requestId":"2","interruptors":[]}"#).await;
+    assert_still_open(&mut client).await;
+
+    // A finished non-live pull, and ids this socket never saw.
+    client.send(&pull04("3", store, false, None)).await;
+    assert_eq!(client.recv_json().await["_tag"], "Chunk");
+    assert_eq!(client.recv_json().await["_tag"], "Exit");
+    for id in ["3", "9", "not-a-number"] {
+        client.send(&format!(r#"{{"_tag":"Interrupt","requestId":"{id}"}}"#)).await;
+    }
+    assert_still_open(&mut client).await;
+
+    // The socket keeps working: pushes are accepted, a live pull delivers them...
+    client.send(&pull04("4", store, true, None)).await;
+    let first = client.recv_json().await;
+    assert_eq!(first["values"][0]["batch"].as_array().unwrap().len(), 1);
+    client.send(&push04("5", store, &[event(2, 1)], None)).await;
+    let mut got = [client.recv_json().await, client.recv_json().await];
+    got.sort_by_key(|frame| frame["_tag"].as_str().unwrap().to_owned());
+    assert_eq!(got[0]["_tag"], "Chunk");
+    assert_eq!(got[0]["requestId"], "4");
+    assert_eq!(got[0]["values"][0]["batch"][0]["eventEncoded"]["seqNum"], 2);
+    assert_eq!(got[1], json!({"_tag": "Exit", "requestId": "5", "exit": {"_tag": "Success", "value": {}}}));
+
+    // ...until it is interrupted: then nothing more reaches it, and the socket stays.
+    client.send(r#"{"_tag":"Interrupt","requestId":"4"}"#).await;
+    assert_still_open(&mut client).await;
+    app.log.append(&key(store), AppendBatch::AtHead { events: vec![crate::helpers::body("e", "3")] }).await.unwrap();
+    client.silent_for(300).await;
+    assert_still_open(&mut client).await;
+    assert_eq!(app.log.head(&key(store)).await.unwrap(), SeqNum(3));
+    app.stop().await;
+}
+
+/// Frames are handled in order: a Pong means every frame sent before the Ping left it open.
+async fn assert_still_open(client: &mut WsClient) {
+    client.send(r#"{"_tag":"Ping"}"#).await;
+    assert_eq!(client.recv().await, r#"{"_tag":"Pong"}"#, "the socket is still open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,6 +393,9 @@ async fn v04_http_transport_and_cors() {
     // A WebSocket RPC over HTTP is an unknown RPC there.
     let wrong = post(pull04("3", "web", false, None)).await.1;
     assert!(wrong.contains("UnknownError"), "{wrong}");
+    // Effect's HTTP client never posts stream control, but one that arrives is harmless: there is
+    // no stream to stop over HTTP.
+    assert_eq!(post(r#"{"_tag":"Interrupt","requestId":"1"}"#.into()).await.1, "[]");
     app.stop().await;
 }
 

@@ -13,6 +13,7 @@ mod http;
 mod import_d1;
 mod input;
 mod livestore;
+mod livestore_apps;
 mod livestore_interop;
 mod pocket;
 mod pocket_interop;

@@ -122,11 +122,15 @@ impl Connection {
                     return Err("Ack for a stream this connection does not have");
                 }
             }
-            ClientMessage::Interrupt { request_id } => match self.live_pulls.remove(&request_id) {
-                Some(pull) => pull.abort(),
-                None if self.streams.contains(&request_id) => {}
-                None => return Err("Interrupt for a stream this connection does not have"),
-            },
+            // Only a pull has anything to stop. Real apps interrupt their push on every rebase,
+            // often after its Exit went out, and a client may interrupt a request it never got to
+            // send or sent on an earlier socket: it has forgotten the id either way, so, as
+            // Effect's RpcServer does, the rest is ignored (its Exit for those the client drops).
+            ClientMessage::Interrupt { request_id } => {
+                if let Some(pull) = self.live_pulls.remove(&request_id) {
+                    pull.abort();
+                }
+            }
             ClientMessage::Request(request) => match request.call {
                 RpcCall::Pull(args) => self.pull(request.id, args, pull_ended),
                 RpcCall::Push(args) => {
