@@ -307,7 +307,7 @@ async fn slow_subscriber_is_closed_not_skipped(kind: Kind) {
     }
     assert!(matches!(slow.next().await, Err(SubscriptionEnded::SlowConsumer)));
     let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("junction_slow_consumer_disconnects_total 1"), "{metrics}");
+    assert!(metrics.contains(r#"junction_slow_consumer_disconnects_total{reason="lagged"} 1"#), "{metrics}");
     app.stop().await;
 }
 
