@@ -6,6 +6,9 @@
 // transport until --total-mb MB are written. After each push it prints the server's resident
 // memory, its slow-consumer disconnects and its open LiveStore connections, from /metrics.
 //
+// Then it keeps the stalled socket open for --hold-secs seconds (default 45), still printing, to
+// show whether the server closes it by itself.
+//
 //   node scripts/stalled-reader.mjs --url http://127.0.0.1:8787 [--event-mb 10] [--total-mb 300]
 
 import net from 'node:net';
@@ -18,6 +21,9 @@ const base = new URL(args.url ?? 'http://127.0.0.1:8787');
 const eventMb = Number(args['event-mb'] ?? 10);
 const totalMb = Number(args['total-mb'] ?? 300);
 const store = args.store ?? `stalled-${Date.now()}`;
+const holdSecs = Number(args['hold-secs'] ?? 45);
+const started = Date.now();
+const clock = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
 
 function frame(text) {
   const payload = Buffer.from(text);
@@ -94,7 +100,15 @@ for (let seq = 1; seq <= pushes; seq++) {
   const now = await metrics();
   peak = Math.max(peak, now.rssMiB);
   console.log(
-    `written ${seq * eventMb} MB: rss ${now.rssMiB.toFixed(1)} MiB, slow-consumer disconnects ${now.slowConsumerDisconnects}, livestore connections ${now.livestoreConnections}`,
+    `${clock()}: written ${seq * eventMb} MB: rss ${now.rssMiB.toFixed(1)} MiB, slow-consumer disconnects ${now.slowConsumerDisconnects}, livestore connections ${now.livestoreConnections}`,
+  );
+}
+for (let held = 0; held < holdSecs; held += 5) {
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  const now = await metrics();
+  peak = Math.max(peak, now.rssMiB);
+  console.log(
+    `${clock()}: holding: rss ${now.rssMiB.toFixed(1)} MiB, slow-consumer disconnects ${now.slowConsumerDisconnects}, livestore connections ${now.livestoreConnections}`,
   );
 }
 const after = await metrics();

@@ -311,6 +311,41 @@ async fn slow_subscriber_is_closed_not_skipped(kind: Kind) {
     app.stop().await;
 }
 
+on_both_backends!(a_subscriber_too_far_behind_in_bytes_is_closed_though_few_batches_wait);
+
+/// `limits.subscriber_queue_bytes` closes a subscriber whose queued events pass it, however few
+/// batches they are: what was queued comes first, in order, then the end.
+async fn a_subscriber_too_far_behind_in_bytes_is_closed_though_few_batches_wait(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.limits.subscriber_queue = 1024;
+    config.limits.subscriber_queue_bytes = 256 * 1024;
+    let app = spawn_app_with(config, db).await;
+    let store = key("heavy");
+    let mut slow = app.log.subscribe(&store, SeqNum::ROOT).await.unwrap();
+    app.log.append(&store, at_head(1)).await.unwrap();
+    assert_eq!(slow.next().await.unwrap().len(), 1);
+    assert!(slow.is_live());
+    // Ten batches of 64 KB: 640 KB, more than twice the limit, and far fewer than 1,024 batches.
+    for _ in 0..10 {
+        let batch = AppendBatch::AtHead { events: vec![crate::helpers::large_body(64 * 1024)] };
+        app.log.append(&store, batch).await.unwrap();
+    }
+    let mut received = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.expect("an answer within 10 s") {
+            Ok(events) => received.extend(events.iter().map(|e| e.seq.0)),
+            Err(ended) => break ended,
+        }
+    };
+    assert!(matches!(ended, SubscriptionEnded::SlowConsumer), "{ended:?}");
+    // 256 KB hold three of the 64 KB batches, and a fourth does not fit.
+    assert_eq!(received, [2, 3, 4], "what was queued, in order");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"junction_slow_consumer_disconnects_total{reason="lagged"} 1"#), "{metrics}");
+    app.stop().await;
+}
+
 async fn shutdown_commits_every_queued_append(kind: Kind) {
     let app = spawn_app(kind).await;
     let started = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -521,3 +521,36 @@ async fn a_live_puller_that_stops_reading_is_closed_not_skipped() {
     }
     app.stop().await;
 }
+
+/// A live puller that stops reading and never reads again, its connection left open, is closed
+/// once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted. Both
+/// socket transports, each on its own server so that each count is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_puller_that_never_reads_again_is_closed_and_counted() {
+    use crate::helpers::{large_body, small_window_socket, stall_limits, wait_for_one_stalled_close};
+
+    for transport in ["0.3", "0.4"] {
+        let db = TestDatabase::new(Kind::Sqlite).await;
+        let mut config = test_config(&db);
+        stall_limits(&mut config);
+        let app = spawn_app_with(config, db).await;
+        let (url, pull) = match transport {
+            "0.3" => (v03_url(&app, "stalled"), r#"{"_tag":"WSMessage.PullReq","requestId":"r1"}"#.to_owned()),
+            _ => (v04_url(&app, "stalled"), pull04("1", "stalled", true, None)),
+        };
+        let mut puller = small_window_socket(&url).await;
+        {
+            use futures_util::{SinkExt, StreamExt};
+            puller.send(tokio_tungstenite::tungstenite::Message::text(pull)).await.unwrap();
+            puller.next().await.unwrap().unwrap(); // the (empty) first page: the pull is live
+        }
+        // From here on it reads nothing, while 10 MB are appended.
+        for _ in 0..40 {
+            let batch = AppendBatch::AtHead { events: vec![large_body(256 * 1024)] };
+            app.log.append(&key("stalled"), batch).await.unwrap();
+        }
+        wait_for_one_stalled_close(&app, "livestore", 0).await;
+        app.stop().await;
+        drop(puller);
+    }
+}
