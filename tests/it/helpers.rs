@@ -271,10 +271,7 @@ pub fn large_body(bytes: usize) -> EventBody {
 /// A value of /metrics, e.g. `metric(&text, r#"junction_connections{protocol="pocket"}"#)`; 0 when
 /// the series is absent.
 pub fn metric(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
 }
 
 /// Waits until /metrics says that one connection was closed for stalling and `open` connections

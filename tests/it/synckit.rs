@@ -903,6 +903,9 @@ async fn a_subscriber_that_never_reads_again_is_closed_and_counted() {
         writer.inbox.clear();
     }
     crate::helpers::wait_for_one_stalled_close(&app, "synckit", 1).await;
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let lagged = r#"junction_slow_consumer_disconnects_total{reason="lagged"}"#;
+    assert_eq!(crate::helpers::metric(&metrics, lagged), 1, "{metrics}");
     writer.assert_open().await;
     app.stop().await;
 }
