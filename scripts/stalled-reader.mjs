@@ -7,7 +7,8 @@
 // memory, its slow-consumer disconnects and its open LiveStore connections, from /metrics.
 //
 // Then it keeps the stalled socket open for --hold-secs seconds (default 45), still printing, to
-// show whether the server closes it by itself.
+// show whether the server closes it by itself. --no-puller writes without one: what the writes
+// alone cost.
 //
 //   node scripts/stalled-reader.mjs --url http://127.0.0.1:8787 [--event-mb 10] [--total-mb 300]
 
@@ -91,7 +92,7 @@ async function push(seq, pad) {
 
 const before = await metrics();
 console.log(`before: rss ${before.rssMiB.toFixed(1)} MiB`);
-const socket = await stalledPuller();
+const socket = 'no-puller' in args ? null : await stalledPuller();
 const pad = 'x'.repeat(eventMb * 1024 * 1024);
 const pushes = Math.floor(totalMb / eventMb);
 let peak = 0;
@@ -115,4 +116,4 @@ const after = await metrics();
 console.log(
   JSON.stringify({ eventMb, writtenMb: pushes * eventMb, rssBeforeMiB: +before.rssMiB.toFixed(1), peakRssMiB: +peak.toFixed(1), ...after }),
 );
-socket.destroy();
+socket?.destroy();
