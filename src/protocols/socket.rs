@@ -1,12 +1,14 @@
 //! What every protocol's WebSocket loop shares: the socket's limits and buffers
-//! ([`configure`]), and one writer task per socket fed by a bounded outbox, so that replies and
-//! live deliveries from several tasks go out in the order they were queued, and a socket that
-//! stops reading makes its producers wait instead of growing memory.
+//! ([`configure`]), and one writer task per socket fed by an outbox bounded in frames and in
+//! bytes, so that replies and live deliveries from several tasks go out in the order they were
+//! queued, and a socket that stops reading makes its producers wait instead of growing memory.
+//! (One that never reads again is closed underneath by [`crate::stall`].)
+
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitStream, StreamExt};
-use std::sync::Arc;
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio::task::JoinHandle;
 
