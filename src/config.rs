@@ -117,6 +117,17 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Batches queued for one live subscriber before it is closed as a slow consumer.
     pub subscriber_queue: usize,
+    /// Bytes of events queued for one live subscriber before it is closed as a slow consumer
+    /// (one batch larger than this still reaches a subscriber with nothing else queued).
+    pub subscriber_queue_bytes: usize,
+    /// Bytes of frames waiting for one WebSocket (replies and live deliveries not yet written to
+    /// the network). Past it, producers wait for the socket, and a broadcast closes the
+    /// connection as a slow consumer. A frame larger than this still goes, alone.
+    pub ws_send_queue_bytes: usize,
+    /// A connection (WebSocket, event stream or HTTP response) whose socket accepts no bytes for
+    /// this many seconds while Junction has bytes to send is closed as a slow consumer: its
+    /// client stopped reading.
+    pub write_stall_timeout_secs: u64,
     /// Bytes a WebSocket reads at a time. Every open socket holds a buffer this large (a larger
     /// message still arrives whole, read in several steps), so it weighs on every idle
     /// connection's memory.
@@ -245,6 +256,9 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             messages_per_second: 1_000,
             subscriber_queue: 1_024,
+            subscriber_queue_bytes: 32 * 1024 * 1024,
+            ws_send_queue_bytes: 16 * 1024 * 1024,
+            write_stall_timeout_secs: 30,
             ws_read_buffer_bytes: 2 * 1024,
             ws_write_buffer_bytes: 8 * 1024,
             ws_max_write_buffer_bytes: 64 * 1024 * 1024,
@@ -363,6 +377,15 @@ impl Config {
         }
         if self.limits.subscriber_queue == 0 {
             return invalid("limits.subscriber_queue", "must be at least 1");
+        }
+        if self.limits.subscriber_queue_bytes == 0 {
+            return invalid("limits.subscriber_queue_bytes", "must be at least 1");
+        }
+        if self.limits.ws_send_queue_bytes == 0 {
+            return invalid("limits.ws_send_queue_bytes", "must be at least 1");
+        }
+        if self.limits.write_stall_timeout_secs == 0 {
+            return invalid("limits.write_stall_timeout_secs", "must be at least 1");
         }
         if self.limits.ws_read_buffer_bytes < 256 {
             return invalid("limits.ws_read_buffer_bytes", "must be at least 256");

@@ -22,7 +22,8 @@
 //!   with bounded per-subscriber queues, behind a [`fanout::FanOut`] transport: in-process for
 //!   one instance, Redis pub/sub across instances (with the change log as the safety net), plus
 //!   ephemeral broadcasts (presence) that are never stored.
-//! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
+//! - [`server`] — start-up, shared state, connection admission and graceful shutdown;
+//!   [`stall`] closes any connection whose client stopped reading.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
 //! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log
 //!   across every protocol, for operators.
@@ -45,5 +46,6 @@ pub mod limits;
 pub mod metrics;
 pub mod protocols;
 pub mod server;
+pub mod stall;
 pub mod store;
 pub mod telemetry;

@@ -26,7 +26,7 @@ struct Inner {
     append_latency: Histogram,
     commit_group_size: Histogram,
     deliveries: Counter,
-    slow_consumer_disconnects: Counter,
+    slow_consumer_disconnects: Family<ReasonLabel, Counter>,
     auth_expiries: Family<ProtocolLabel, Counter>,
     fanout: FanOutMetrics,
     resident_memory: Gauge,
@@ -46,6 +46,33 @@ struct FanOutMetrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabel {
     protocol: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why a slow consumer was disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Its queue (of live batches, or of frames for its socket) passed its limit in messages or
+    /// bytes: it fell too far behind.
+    Lagged,
+    /// Its socket accepted no bytes for `limits.write_stall_timeout_secs` while Junction had
+    /// something to send: it stopped reading.
+    Stalled,
+}
+
+impl SlowConsumer {
+    const ALL: [SlowConsumer; 2] = [SlowConsumer::Lagged, SlowConsumer::Stalled];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumer::Lagged => "lagged",
+            SlowConsumer::Stalled => "stalled",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -82,10 +109,10 @@ impl Metrics {
         );
         let deliveries = Counter::default();
         registry.register("deliveries", "Events handed to subscribers", deliveries.clone());
-        let slow_consumer_disconnects = Counter::default();
+        let slow_consumer_disconnects = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "slow_consumer_disconnects",
-            "Subscribers closed because they fell too far behind",
+            "Consumers closed because they fell too far behind (lagged) or stopped reading (stalled)",
             slow_consumer_disconnects.clone(),
         );
         let auth_expiries = Family::<ProtocolLabel, Counter>::default();
@@ -94,6 +121,10 @@ impl Metrics {
             "Sockets and event-API streams closed because their token expired",
             auth_expiries.clone(),
         );
+        // Both reasons are shown from the start, at 0, so that alerts need no absent() clause.
+        for reason in SlowConsumer::ALL {
+            let _ = slow_consumer_disconnects.get_or_create(&ReasonLabel { reason: reason.as_str() });
+        }
         let fanout = FanOutMetrics::default();
         for (name, help, counter) in [
             ("fanout_frames_published", "Frames published to Redis", &fanout.frames_published),
@@ -160,8 +191,8 @@ impl Metrics {
         self.inner.deliveries.inc_by(events as u64);
     }
 
-    pub fn slow_consumer_disconnected(&self) {
-        self.inner.slow_consumer_disconnects.inc();
+    pub fn slow_consumer_disconnected(&self, reason: SlowConsumer) {
+        self.inner.slow_consumer_disconnects.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
     }
 
     /// A socket (or an event-API stream: `"api"`) closed because its token expired.

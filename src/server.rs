@@ -99,7 +99,7 @@ impl Server {
         let metrics = Metrics::new();
         let tokens = TokenVerifier::from_config(&config.auth)?;
         let backend = connect_store(&config).await?;
-        let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
+        let hub = Hub::new(config.limits.subscriber_queue, config.limits.subscriber_queue_bytes, metrics.clone());
         let redis = if config.redis.url.is_empty() {
             None
         } else {
@@ -166,6 +166,8 @@ impl Server {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
+        let stall_timeout = Duration::from_secs(state.config.limits.write_stall_timeout_secs);
+        let listener = crate::stall::StallGuard::listener(listener, stall_timeout, state.metrics.clone());
         let serving = axum::serve(listener, app).with_graceful_shutdown({
             let stop = stop.clone();
             let shutdown = shutdown.clone();
@@ -198,7 +200,7 @@ impl Server {
 pub async fn open_event_log(config: &Config) -> anyhow::Result<EventLog> {
     let backend = connect_store(config).await?;
     let metrics = Metrics::new();
-    let hub = Hub::new(config.limits.subscriber_queue, metrics.clone());
+    let hub = Hub::new(config.limits.subscriber_queue, config.limits.subscriber_queue_bytes, metrics.clone());
     let fanout: Arc<dyn FanOut> = Arc::new(LocalFanOut::new(hub.clone()));
     Ok(EventLog::start(backend, log_options(config), hub, fanout, metrics))
 }

@@ -274,6 +274,23 @@ impl CommittedBatch {
     pub fn change_pos(&self) -> ChangePos {
         self.events.first().map_or(ChangePos(0), |e| e.change_pos)
     }
+
+    /// About how many bytes the batch holds in memory: what a subscriber's queue is charged for
+    /// it. Counts the variable parts (args, names, ids, time) plus each event's fixed size;
+    /// ignores allocator slack, so it errs low by a few percent on small events only.
+    pub fn approx_bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| {
+                std::mem::size_of::<Event>()
+                    + e.body.args.get().len()
+                    + e.body.name.len()
+                    + e.body.client_id.len()
+                    + e.body.session_id.len()
+                    + e.created_at.len()
+            })
+            .sum()
+    }
 }
 
 /// Result of an accepted append.

@@ -56,14 +56,24 @@ impl SharedFrames {
         // both results are equal.
         let frames: Arc<[Utf8Bytes]> = encode(events).into_iter().map(Utf8Bytes::from).collect();
         let mut entries = self.entries.lock().expect("shared frames lock");
+        let Entries { by_key, order } = &mut *entries;
         let entry = Entry { batch: Arc::downgrade(events), frames: frames.clone() };
-        if entries.by_key.insert(key.clone(), entry).is_none() {
-            entries.order.push_back(key);
-            if entries.order.len() > REMEMBERED_BATCHES
-                && let Some(oldest) = entries.order.pop_front()
+        if by_key.insert(key.clone(), entry).is_none() {
+            order.push_back(key);
+            if order.len() > REMEMBERED_BATCHES
+                && let Some(oldest) = order.pop_front()
             {
-                entries.by_key.remove(&oldest);
+                by_key.remove(&oldest);
             }
+        }
+        // A batch nobody holds any more is never asked for again: its frames (megabytes, for
+        // large events) go now, not REMEMBERED_BATCHES batches later. Batches are let go of
+        // roughly in commit order, so looking at the oldest entries is enough.
+        while let Some(oldest) = order.front()
+            && by_key.get(oldest).is_none_or(|entry| entry.batch.strong_count() == 0)
+        {
+            let oldest = order.pop_front().expect("looked at above");
+            by_key.remove(&oldest);
         }
         frames
     }
@@ -120,6 +130,19 @@ mod tests {
             let frames = shared.get_or_encode(&events, "v", |e| vec![e[0].seq.0.to_string()]);
             assert_eq!(frames[0].as_str(), seq.to_string());
         }
+    }
+
+    #[test]
+    fn forgets_the_frames_of_batches_nobody_holds() {
+        let shared = SharedFrames::default();
+        let first = batch(1);
+        shared.get_or_encode(&first, "v", |_| vec!["x".repeat(1000)]);
+        drop(first);
+        let second = batch(2);
+        shared.get_or_encode(&second, "v", |_| vec![String::new()]);
+        let entries = shared.entries.lock().unwrap();
+        assert_eq!(entries.by_key.len(), 1, "only the live batch's frames are kept");
+        assert_eq!(entries.order.len(), 1);
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! What every protocol's WebSocket loop shares: the socket's limits and buffers
-//! ([`configure`]), and one writer task per socket fed by a bounded outbox, so that replies and
-//! live deliveries from several tasks go out in the order they were queued, and a socket that
-//! stops reading makes its producers wait instead of growing memory.
+//! ([`configure`]), and one writer task per socket fed by an outbox bounded in frames and in
+//! bytes, so that replies and live deliveries from several tasks go out in the order they were
+//! queued, and a socket that stops reading makes its producers wait instead of growing memory.
+//! (One that never reads again is closed underneath by [`crate::stall`].)
+
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitStream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::LimitsConfig;
@@ -64,24 +67,71 @@ pub fn configure(upgrade: WebSocketUpgrade, limits: &LimitsConfig) -> WebSocketU
 #[derive(Clone)]
 pub struct Outbox {
     queue: mpsc::Sender<Message>,
+    budget: Arc<SendBudget>,
+}
+
+/// The bytes one socket may have waiting: a permit per byte, taken when a frame is queued and
+/// given back once the writer has handed it to the network.
+struct SendBudget {
+    free: Semaphore,
+    limit: u32,
+}
+
+impl SendBudget {
+    fn new(limit: usize) -> SendBudget {
+        // Semaphores count in u32; 4 GiB is past any sensible limit.
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        SendBudget { free: Semaphore::new(limit as usize), limit }
+    }
+
+    /// What `message` costs: its bytes, at most the whole budget (a larger frame goes alone).
+    fn charge(&self, message: &Message) -> u32 {
+        let bytes = match message {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+            Message::Close(frame) => frame.as_ref().map_or(0, |f| f.reason.len()),
+        };
+        u32::try_from(bytes).unwrap_or(u32::MAX).min(self.limit)
+    }
 }
 
 impl Outbox {
-    /// Queues a text frame; `false` when the socket is gone.
-    pub async fn text(&self, text: impl Into<Utf8Bytes>) -> bool {
-        self.queue.send(Message::Text(text.into())).await.is_ok()
+    fn new(capacity: usize, send_queue_bytes: usize) -> (Outbox, mpsc::Receiver<Message>) {
+        let (queue, queued) = mpsc::channel(capacity);
+        (Outbox { queue, budget: Arc::new(SendBudget::new(send_queue_bytes)) }, queued)
     }
 
-    /// Queues any frame, waiting while the queue is full; `false` when the socket is gone.
+    /// Queues a text frame; `false` when the socket is gone.
+    pub async fn text(&self, text: impl Into<Utf8Bytes>) -> bool {
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Queues any frame, waiting while the queue is full (in frames or in bytes); `false` when
+    /// the socket is gone.
     pub async fn send(&self, message: Message) -> bool {
-        self.queue.send(message).await.is_ok()
+        let Ok(bytes) = self.budget.free.acquire_many(self.budget.charge(&message)).await else { return false };
+        if self.queue.send(message).await.is_err() {
+            return false;
+        }
+        // Given back by the writer once the frame is written.
+        bytes.forget();
+        true
     }
 
     /// Queues a frame without waiting, for producers that must never block on one socket
-    /// (a broadcast to many): a full queue means the socket's reader has fallen behind.
+    /// (a broadcast to many): a full queue (in frames or in bytes) means the socket's reader has
+    /// fallen behind.
     pub fn offer(&self, message: Message) -> Offered {
+        let bytes = match self.budget.free.try_acquire_many(self.budget.charge(&message)) {
+            Ok(bytes) => bytes,
+            Err(TryAcquireError::NoPermits) => return Offered::Full,
+            Err(TryAcquireError::Closed) => return Offered::Closed,
+        };
         match self.queue.try_send(message) {
-            Ok(()) => Offered::Queued,
+            Ok(()) => {
+                bytes.forget();
+                Offered::Queued
+            }
             Err(mpsc::error::TrySendError::Full(_)) => Offered::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Offered::Closed,
         }
@@ -90,7 +140,7 @@ impl Outbox {
     /// Queues a close frame; the writer stops after sending it.
     pub async fn close(&self, code: u16, reason: &str) {
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = self.queue.send(Message::Close(Some(frame))).await;
+        self.send(Message::Close(Some(frame))).await;
     }
 }
 
@@ -104,17 +154,25 @@ pub enum Offered {
     Closed,
 }
 
-/// Splits a socket into its incoming stream, an outbox and the writer task that drains it.
-pub fn split(socket: WebSocket, capacity: usize) -> (Outbox, SplitStream<WebSocket>, JoinHandle<()>) {
+/// Splits a socket into its incoming stream, an outbox and the writer task that drains it. The
+/// outbox holds at most `capacity` frames and `send_queue_bytes` bytes (`limits.ws_send_queue_bytes`).
+pub fn split(
+    socket: WebSocket,
+    capacity: usize,
+    send_queue_bytes: usize,
+) -> (Outbox, SplitStream<WebSocket>, JoinHandle<()>) {
     let (mut sink, incoming) = socket.split();
-    let (queue, mut queued) = mpsc::channel::<Message>(capacity);
+    let (outbox, mut queued) = Outbox::new(capacity, send_queue_bytes);
+    let budget = outbox.budget.clone();
     let writer = tokio::spawn(async move {
         // Whatever is queued goes into the write buffer before one flush: under load, many
         // frames per system call instead of one each.
         'writing: while let Some(message) = queued.recv().await {
             let mut next = Some(message);
+            let mut written = 0;
             while let Some(message) = next.take() {
                 let closing = matches!(message, Message::Close(_));
+                written += budget.charge(&message) as usize;
                 if sink.feed(message).await.is_err() || closing {
                     break 'writing;
                 }
@@ -123,15 +181,75 @@ pub fn split(socket: WebSocket, capacity: usize) -> (Outbox, SplitStream<WebSock
             if sink.flush().await.is_err() {
                 break;
             }
+            budget.free.add_permits(written);
         }
+        // Producers waiting for room learn that the socket is gone.
+        budget.free.close();
         let _ = sink.close().await;
     });
-    (Outbox { queue }, incoming, writer)
+    (outbox, incoming, writer)
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
+
+    fn frame(bytes: usize) -> Message {
+        Message::Binary(vec![0; bytes].into())
+    }
+
+    /// What the writer does once a frame is on the network.
+    fn written(outbox: &Outbox, queued: &mut mpsc::Receiver<Message>) {
+        let message = queued.try_recv().expect("a queued frame");
+        outbox.budget.free.add_permits(outbox.budget.charge(&message) as usize);
+    }
+
+    #[test]
+    fn unsent_bytes_fill_the_queue_though_few_frames_wait() {
+        let (outbox, mut queued) = Outbox::new(1024, 1_000);
+        assert_eq!(outbox.offer(frame(600)), Offered::Queued);
+        assert_eq!(outbox.offer(frame(600)), Offered::Full, "1,200 bytes would wait");
+        assert_eq!(outbox.offer(frame(400)), Offered::Queued, "exactly the budget");
+        assert_eq!(outbox.offer(frame(1)), Offered::Full);
+        written(&outbox, &mut queued);
+        assert_eq!(outbox.offer(frame(600)), Offered::Queued, "the written frame's bytes are free again");
+    }
+
+    #[test]
+    fn a_sender_waits_for_bytes_and_a_large_frame_goes_alone() {
+        let (outbox, mut queued) = Outbox::new(1024, 1_000);
+        assert!(outbox.send(frame(10)).now_or_never().unwrap());
+        let mut large = Box::pin(outbox.send(frame(5_000)));
+        assert!(large.as_mut().now_or_never().is_none(), "waits for the queue to empty");
+        written(&outbox, &mut queued);
+        assert!(large.now_or_never().unwrap(), "then takes the whole budget");
+        assert_eq!(outbox.offer(frame(1)), Offered::Full);
+        written(&outbox, &mut queued);
+        assert_eq!(outbox.offer(frame(1)), Offered::Queued);
+    }
+
+    #[test]
+    fn a_frame_count_still_bounds_small_frames() {
+        let (outbox, _queued) = Outbox::new(2, 1_000_000);
+        assert_eq!(outbox.offer(frame(1)), Offered::Queued);
+        assert_eq!(outbox.offer(frame(1)), Offered::Queued);
+        assert_eq!(outbox.offer(frame(1)), Offered::Full);
+        assert_eq!(outbox.budget.free.available_permits(), 1_000_000 - 2, "a refused frame is not charged");
+    }
+
+    #[test]
+    fn senders_learn_that_the_writer_is_gone() {
+        let (outbox, queued) = Outbox::new(4, 100);
+        assert!(outbox.send(frame(100)).now_or_never().unwrap());
+        let mut waiting = Box::pin(outbox.send(frame(1)));
+        assert!(waiting.as_mut().now_or_never().is_none());
+        drop(queued);
+        outbox.budget.free.close();
+        assert!(!waiting.now_or_never().unwrap());
+        assert_eq!(outbox.offer(frame(1)), Offered::Closed);
+    }
 
     #[test]
     fn token_deadlines() {

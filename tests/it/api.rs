@@ -162,7 +162,7 @@ const ARGS_AS_WRITTEN: &str = "{\"z\":1, \"a\" : {\"y\":[1.50,\"\\u00e9\"],\"b\"
 /// page, the live stream, and an export.
 async fn event_args_are_served_as_written(kind: Kind) {
     let app = spawn_api_app(kind).await;
-    let store = StoreKey::new(Protocol::LiveStore, "as-written");
+    let store = StoreKey::new(Protocol::LiveStore, "as-written").unwrap();
     let written = junction::eventlog::AppendBatch::AtHead { events: vec![crate::helpers::body("e", ARGS_AS_WRITTEN)] };
     app.log.append(&store, written).await.unwrap();
     let expected = format!(r#""args":{ARGS_AS_WRITTEN},"#);
@@ -211,6 +211,57 @@ async fn read_sse_data(mut response: reqwest::Response) -> String {
             return lines.map(|l| l.strip_prefix(' ').unwrap_or(l)).collect::<Vec<_>>().join("\n");
         }
     }
+}
+
+/// A live event stream whose client stops reading and never reads again, its connection left
+/// open, is closed once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_that_is_never_read_again_is_closed_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.auth.admin_secret = ADMIN.into();
+    crate::helpers::stall_limits(&mut config);
+    let app = spawn_app_with(config, db).await;
+    let store = StoreKey::new(Protocol::LiveStore, "stalled").unwrap();
+    app.log.append(&store, at_head(1)).await.unwrap();
+    let mut stream = crate::helpers::small_window_tcp(app.addr).await;
+    let request = format!(
+        "GET /v1/stores/livestore:stalled/events/live HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN}\r\n\r\n",
+        app.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    while !String::from_utf8_lossy(&received).contains("event: event") {
+        let mut chunk = [0; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(read > 0, "the stream ended: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..read]);
+    }
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    // The first event came: the stream is live. From here on it reads nothing, while 10 MB are
+    // appended.
+    for _ in 0..40 {
+        let batch = junction::eventlog::AppendBatch::AtHead { events: vec![crate::helpers::large_body(256 * 1024)] };
+        app.log.append(&store, batch).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        if crate::helpers::metric(&text, r#"junction_slow_consumer_disconnects_total{reason="stalled"}"#) == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the stalled stream is still open after 60 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server has let go of the connection: reading again finds what was in flight, then the end.
+    let mut rest = vec![0; 64 * 1024];
+    while let Ok(read) = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await.expect("the end")
+        && read > 0
+    {}
+    app.stop().await;
 }
 
 /// Reads `id:` lines of an SSE response until `last` arrives (10 s at most).

@@ -310,7 +310,42 @@ async fn slow_subscriber_is_closed_not_skipped(kind: Kind) {
     }
     assert!(matches!(slow.next().await, Err(SubscriptionEnded::SlowConsumer)));
     let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("junction_slow_consumer_disconnects_total 1"), "{metrics}");
+    assert!(metrics.contains(r#"junction_slow_consumer_disconnects_total{reason="lagged"} 1"#), "{metrics}");
+    app.stop().await;
+}
+
+on_both_backends!(a_subscriber_too_far_behind_in_bytes_is_closed_though_few_batches_wait);
+
+/// `limits.subscriber_queue_bytes` closes a subscriber whose queued events pass it, however few
+/// batches they are: what was queued comes first, in order, then the end.
+async fn a_subscriber_too_far_behind_in_bytes_is_closed_though_few_batches_wait(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.limits.subscriber_queue = 1024;
+    config.limits.subscriber_queue_bytes = 256 * 1024;
+    let app = spawn_app_with(config, db).await;
+    let store = key("heavy");
+    let mut slow = app.log.subscribe(&store, SeqNum::ROOT).await.unwrap();
+    app.log.append(&store, at_head(1)).await.unwrap();
+    assert_eq!(slow.next().await.unwrap().len(), 1);
+    assert!(slow.is_live());
+    // Ten batches of 64 KB: 640 KB, more than twice the limit, and far fewer than 1,024 batches.
+    for _ in 0..10 {
+        let batch = AppendBatch::AtHead { events: vec![crate::helpers::large_body(64 * 1024)] };
+        app.log.append(&store, batch).await.unwrap();
+    }
+    let mut received = Vec::new();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.expect("an answer within 10 s") {
+            Ok(events) => received.extend(events.iter().map(|e| e.seq.0)),
+            Err(ended) => break ended,
+        }
+    };
+    assert!(matches!(ended, SubscriptionEnded::SlowConsumer), "{ended:?}");
+    // 256 KB hold three of the 64 KB batches, and a fourth does not fit.
+    assert_eq!(received, [2, 3, 4], "what was queued, in order");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"junction_slow_consumer_disconnects_total{reason="lagged"} 1"#), "{metrics}");
     app.stop().await;
 }
 
@@ -512,7 +547,7 @@ async fn a_live_batch_beyond_the_cursor_sends_the_subscriber_back_to_storage(kin
     let backend = junction::store::Backend::connect(&config.store).await.unwrap();
     backend.migrate().await.unwrap();
     let metrics = junction::metrics::Metrics::new();
-    let hub = junction::fanout::Hub::new(64, metrics.clone());
+    let hub = junction::fanout::Hub::new(64, 1 << 30, metrics.clone());
     let fanout = std::sync::Arc::new(LossyFanOut {
         inner: junction::fanout::LocalFanOut::new(hub.clone()),
         published: Default::default(),

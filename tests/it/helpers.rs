@@ -240,6 +240,65 @@ impl WsClient {
     }
 }
 
+/// A WebSocket connection whose TCP receive buffer is a few KiB: once its client stops reading,
+/// the server's socket fills after little data. What a stalled client looks like, quickly.
+pub async fn small_window_socket(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let address = url.split('/').nth(2).expect("ws://host:port/…").parse().expect("host:port");
+    let tcp = small_window_tcp(address).await;
+    let (socket, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    socket
+}
+
+/// A TCP connection to `address` with a receive buffer of a few KiB (see [`small_window_socket`]).
+pub async fn small_window_tcp(address: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(address).await.expect("connect")
+}
+
+/// Limits under which a client that stops reading is noticed within seconds: small queues
+/// (64 KiB of frames per socket, 256 KiB of events per subscriber) and a 1 s write stall timeout.
+pub fn stall_limits(config: &mut Config) {
+    config.limits.ws_send_queue_bytes = 64 * 1024;
+    config.limits.subscriber_queue_bytes = 256 * 1024;
+    config.limits.write_stall_timeout_secs = 1;
+}
+
+/// An event whose args are about `bytes` bytes of JSON.
+pub fn large_body(bytes: usize) -> EventBody {
+    body("large", &format!(r#"{{"pad":"{}"}}"#, "x".repeat(bytes)))
+}
+
+/// A value of /metrics, e.g. `metric(&text, r#"junction_connections{protocol="pocket"}"#)`; 0 when
+/// the series is absent.
+pub fn metric(metrics: &str, series: &str) -> u64 {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+}
+
+/// Waits until /metrics says that one connection was closed for stalling and `open` connections
+/// of `protocol` remain. Panics (with the metrics) if that has not happened within 60 s: a
+/// stalled client is then held open.
+pub async fn wait_for_one_stalled_close(app: &TestApp, protocol: &str, open: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let connections = format!(r#"junction_connections{{protocol="{protocol}"}}"#);
+    loop {
+        let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        let stalled = metric(&text, r#"junction_slow_consumer_disconnects_total{reason="stalled"}"#);
+        if stalled == 1 && metric(&text, &connections) == open {
+            return;
+        }
+        assert!(stalled <= 1, "one stalled connection counted more than once:\n{text}");
+        if tokio::time::Instant::now() > deadline {
+            panic!("the stalled {protocol} connection is still open after 60 s:\n{text}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `npm ci` a Node package of the repo (an interop suite, a client) if it has not been installed
 /// yet. scripts/test.sh installs them all first; this covers running one test on its own.
 pub async fn npm_installed(dir: &str) {

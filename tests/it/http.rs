@@ -79,7 +79,8 @@ async fn metrics_count_appends_and_rejections() {
         "junction_appends_rejected_total 1",
         "junction_append_latency_seconds_count 1",
         "junction_deliveries_total 0",
-        "junction_slow_consumer_disconnects_total 0",
+        r#"junction_slow_consumer_disconnects_total{reason="lagged"} 0"#,
+        r#"junction_slow_consumer_disconnects_total{reason="stalled"} 0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }

@@ -568,3 +568,81 @@ async fn a_live_puller_that_stops_reading_is_closed_not_skipped() {
     }
     app.stop().await;
 }
+
+/// A live puller that stops reading and never reads again, its connection left open, is closed
+/// once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted. Both
+/// socket transports, each on its own server so that each count is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_puller_that_never_reads_again_is_closed_and_counted() {
+    use crate::helpers::{large_body, small_window_socket, stall_limits, wait_for_one_stalled_close};
+
+    for transport in ["0.3", "0.4"] {
+        let db = TestDatabase::new(Kind::Sqlite).await;
+        let mut config = test_config(&db);
+        stall_limits(&mut config);
+        let app = spawn_app_with(config, db).await;
+        let (url, pull) = match transport {
+            "0.3" => (v03_url(&app, "stalled"), r#"{"_tag":"WSMessage.PullReq","requestId":"r1"}"#.to_owned()),
+            _ => (v04_url(&app, "stalled"), pull04("1", "stalled", true, None)),
+        };
+        let mut puller = small_window_socket(&url).await;
+        {
+            use futures_util::{SinkExt, StreamExt};
+            puller.send(tokio_tungstenite::tungstenite::Message::text(pull)).await.unwrap();
+            puller.next().await.unwrap().unwrap(); // the (empty) first page: the pull is live
+        }
+        // From here on it reads nothing, while 10 MB are appended.
+        for _ in 0..40 {
+            let batch = AppendBatch::AtHead { events: vec![large_body(256 * 1024)] };
+            app.log.append(&key("stalled"), batch).await.unwrap();
+        }
+        wait_for_one_stalled_close(&app, "livestore", 0).await;
+        app.stop().await;
+        drop(puller);
+    }
+}
+
+/// Plain HTTP too: a client that asks for a large response (a 0.4 HTTP pull of 10 MB) and never
+/// reads it is cut off once its socket has taken no bytes for the stall timeout, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_response_that_is_never_read_is_cut_off_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    crate::helpers::stall_limits(&mut config);
+    let app = spawn_app_with(config, db).await;
+    for _ in 0..40 {
+        let batch = AppendBatch::AtHead { events: vec![crate::helpers::large_body(256 * 1024)] };
+        app.log.append(&key("big"), batch).await.unwrap();
+    }
+    let pull =
+        r#"{"_tag":"Request","id":"1","tag":"SyncHttpRpc.Pull","payload":{"storeId":"big","cursor":{"_tag":"None"}}}"#;
+    let request = format!(
+        "POST /?storeId=big&transport=http HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{pull}",
+        app.addr,
+        pull.len()
+    );
+    let mut client = crate::helpers::small_window_tcp(app.addr).await;
+    client.write_all(request.as_bytes()).await.unwrap();
+    // It reads nothing of the answer.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        if crate::helpers::metric(&text, r#"junction_slow_consumer_disconnects_total{reason="stalled"}"#) == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the stalled response is still being sent after 60 s:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The server has let go of the connection: reading now finds what was in flight, then the end.
+    let (mut received, mut buffer) = (0, vec![0; 64 * 1024]);
+    while let Ok(read) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.read(&mut buffer)).await.expect("the end")
+        && read > 0
+    {
+        received += read;
+    }
+    assert!(received < 10 * 1024 * 1024, "cut off before the whole answer ({received} bytes)");
+    app.stop().await;
+}

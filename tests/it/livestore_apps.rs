@@ -337,7 +337,7 @@ async fn real_apps_converge_and_are_never_disconnected(kind: Kind) {
     npm_installed(PACKAGE).await;
     let server = spawn_app(kind).await;
     let store = format!("apps-{}", junction::eventlog::new_backend_id());
-    let key = StoreKey::new(Protocol::LiveStore, store.clone());
+    let key = StoreKey::new(Protocol::LiveStore, store.clone()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let relays = [Relay::start(server.addr).await, Relay::start(server.addr).await, Relay::start(server.addr).await];
     let (mut a, mut b) = tokio::join!(

@@ -919,6 +919,27 @@ async fn a_follower_that_stops_reading_is_closed_not_skipped() {
     app.stop().await;
 }
 
+/// A follower that stops reading and never reads again, its connection left open, is closed once
+/// its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_never_reads_again_is_closed_and_counted() {
+    let app = app_with(Kind::Sqlite, crate::helpers::stall_limits).await;
+    let mut follower = crate::helpers::small_window_socket(&ws_url(&app, None)).await;
+    let pull = json!({"type": "pull", "id": "f", "collections": ["stalled"], "checkpoint": {"sequences": {}}});
+    follower.send(Message::text(pull.to_string())).await.unwrap();
+    assert!(follower.next().await.unwrap().unwrap().to_text().unwrap().contains(r#""id":"f""#));
+    // From here on it reads nothing, while another client pushes 10 MB of changes.
+    let mut writer = Client::connect(&app, None, "W").await;
+    let padding = "x".repeat(256 * 1024);
+    for i in 0..40 {
+        let document = doc(&format!("d{i}"), "1-a", json!({"W": 1}), i, json!({"pad": padding}));
+        assert_eq!(writer.push("stalled", vec![insert(&document)], 0).await["success"], true);
+    }
+    crate::helpers::wait_for_one_stalled_close(&app, "pocket", 1).await;
+    writer.ping().await;
+    app.stop().await;
+}
+
 /// A pull-response stays near `limits.max_frame_bytes`: large changes come a few per response,
 /// with `hasMore` and a checkpoint that moves, until all have come, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

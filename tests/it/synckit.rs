@@ -879,6 +879,37 @@ async fn presence_of_a_closed_connection_leaves_at_once() {
     app.stop().await;
 }
 
+/// A subscriber that stops reading and never reads again, its connection left open, is closed
+/// once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted. (Its
+/// queue overflows first, which counts it as lagged; the close frame it is owed cannot reach it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_again_is_closed_and_counted() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    crate::helpers::stall_limits(&mut config);
+    // Room for ten of the writer's own 100 KB deltas, which it reads as they come.
+    config.limits.ws_send_queue_bytes = 1024 * 1024;
+    let app = spawn_app_with(config, db).await;
+    let socket = crate::helpers::small_window_socket(&ws_url(&app)).await;
+    let mut stalled = Client { socket, inbox: VecDeque::new(), closed: None };
+    stalled.subscribe("room:stalled").await;
+    // From here on it reads nothing, while another client writes 10 MB.
+    let mut writer = Client::connect(&app).await;
+    let value = json!("x".repeat(100 * 1024));
+    for i in 0..100u64 {
+        let id = format!("m{i}");
+        writer.sdk_set("room:stalled", &format!("f{i}"), value.clone(), json!({ "client-W": i + 1 }), &id).await;
+        writer.ack(&id).await;
+        writer.inbox.clear();
+    }
+    crate::helpers::wait_for_one_stalled_close(&app, "synckit", 1).await;
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let lagged = r#"junction_slow_consumer_disconnects_total{reason="lagged"}"#;
+    assert_eq!(crate::helpers::metric(&metrics, lagged), 1, "{metrics}");
+    writer.assert_open().await;
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Heartbeat, JSON text framing, chunks
 

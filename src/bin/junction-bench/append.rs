@@ -38,7 +38,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     backend.migrate().await?;
     let kind = backend.kind();
     let metrics = Metrics::new();
-    let hub = Hub::new(1024, metrics.clone());
+    let hub = Hub::new(1024, usize::MAX, metrics.clone());
     let options = LogOptions { commit_max_requests: config.commit_max_requests, catch_up_page: 256 };
     let log = EventLog::start(backend, options, hub.clone(), Arc::new(LocalFanOut::new(hub)), metrics);
     let run = junction::eventlog::new_backend_id();

@@ -19,7 +19,7 @@ use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
-    let (outbox, mut incoming, writer) = socket::split(socket, 256);
+    let (outbox, mut incoming, writer) = socket::split(socket, 256, state.config.limits.ws_send_queue_bytes);
     // A pull that cannot go on (slow consumer, reset) queues the close frame with its reason,
     // then cancels this token to end the loop (a token, not a channel: an idle connection should
     // not hold a channel's first block of slots for a signal sent at most once).

@@ -22,7 +22,7 @@ use crate::server::AppState;
 const REMEMBERED_STREAMS: usize = 1024;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
-    let (outbox, mut incoming, writer) = socket::split(socket, 256);
+    let (outbox, mut incoming, writer) = socket::split(socket, 256, state.config.limits.ws_send_queue_bytes);
     let limiter = RateLimiter::new(state.config.limits.messages_per_second);
     let mut connection = Connection {
         state,

@@ -24,7 +24,7 @@ use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
 pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identity, Option<UserSlot>), Refused>) {
-    let (outbox, mut incoming, writer) = socket::split(socket, 256);
+    let (outbox, mut incoming, writer) = socket::split(socket, 256, state.config.limits.ws_send_queue_bytes);
     let config = &state.config.protocols.pocket;
     let (identity, slot) = match admitted {
         Ok(admitted) => admitted,

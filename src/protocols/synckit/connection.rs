@@ -63,7 +63,9 @@ pub enum Start {
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Start) {
-    let (outbox, mut incoming, writer) = socket::split(socket, state.config.limits.subscriber_queue.max(16));
+    let limits = &state.config.limits;
+    let (outbox, mut incoming, writer) =
+        socket::split(socket, limits.subscriber_queue.max(16), limits.ws_send_queue_bytes);
     let conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let session = format!("{}-conn-{conn}", rooms.instance()).into();
     let mut connection = Connection {
@@ -149,6 +151,7 @@ impl Connection {
             outbox: self.outbox.clone(),
             framing,
             kick: self.kick.clone(),
+            metrics: self.state.metrics.clone(),
         }
     }
 

@@ -29,6 +29,7 @@ use super::message::{
 use super::raw::{Json, RawObject, VectorClock};
 use crate::eventlog::{AppendBatch, Event, EventBody, EventLog, Protocol, SeqNum, Snapshot, StoreKey, Subscription};
 use crate::fanout::EphemeralFeed;
+use crate::metrics::{Metrics, SlowConsumer};
 use crate::protocols::socket::{Offered, Outbox};
 use serde::{Deserialize, Serialize};
 
@@ -96,12 +97,15 @@ pub struct Peer {
     /// Cancelled when the connection must reconnect (its queue overflowed, or its room closed):
     /// its loop then closes the socket with 1013.
     pub kick: CancellationToken,
+    pub metrics: Metrics,
 }
 
 impl Peer {
-    /// Queues a frame without waiting; a full queue marks the connection as too slow.
+    /// Queues a frame without waiting; a full queue (in frames or bytes) marks the connection
+    /// as too slow.
     pub fn offer(&self, frame: Message) {
-        if self.outbox.offer(frame) == Offered::Full {
+        if self.outbox.offer(frame) == Offered::Full && !self.kick.is_cancelled() {
+            self.metrics.slow_consumer_disconnected(SlowConsumer::Lagged);
             self.kick.cancel();
         }
     }
