@@ -23,6 +23,8 @@
 //!   one instance, Redis pub/sub across instances (with the change log as the safety net), plus
 //!   ephemeral broadcasts (presence) that are never stored.
 //! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
+//! - [`accept`] — the accept loop: HTTP/1.1 on each connection, with header and idle timeouts
+//!   and a bound on open plain-HTTP connections that a slowloris flood cannot starve others of.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
 //! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log
 //!   across every protocol, for operators.
@@ -33,6 +35,7 @@
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod backup;

@@ -8,6 +8,7 @@ mod cluster;
 mod deploy;
 mod eventlog;
 mod helpers;
+mod hostile;
 mod http;
 mod import_d1;
 mod livestore;
