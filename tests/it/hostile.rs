@@ -111,6 +111,150 @@ async fn a_kept_alive_connection_and_a_stalled_upload_are_closed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Flooders
+
+/// One protocol's flooder: where it connects, what it sends, and how the server's answer and its
+/// "slow down" look.
+struct Flood {
+    protocol: &'static str,
+    path: &'static str,
+    message: &'static str,
+    is_answer: fn(&str) -> bool,
+    is_refusal: fn(&str) -> bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synckit_flooder_is_answered_then_closed() {
+    flooder_is_answered_then_closed(Flood {
+        protocol: "synckit",
+        path: "/ws",
+        message: r#"{"type":"ping","id":"p","timestamp":1}"#,
+        is_answer: |r| r.contains(r#""type":"pong""#),
+        is_refusal: |r| r.contains("RATE_LIMIT_EXCEEDED"),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_livestore_03_flooder_is_answered_then_closed() {
+    flooder_is_answered_then_closed(Flood {
+        protocol: "livestore",
+        path: "/websocket?storeId=flood03",
+        message: r#"{"_tag":"WSMessage.Ping","requestId":"ping"}"#,
+        is_answer: |r| r.contains("WSMessage.Pong"),
+        is_refusal: |r| r.contains("Too many messages. Please slow down."),
+    })
+    .await;
+}
+
+/// 0.4 pings carry no id to refuse them with: over the rate they are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_livestore_04_ping_flooder_is_answered_then_closed() {
+    flooder_is_answered_then_closed(Flood {
+        protocol: "livestore",
+        path: "/?storeId=flood04&transport=ws",
+        message: r#"{"_tag":"Ping"}"#,
+        is_answer: |r| r == r#"{"_tag":"Pong"}"#,
+        is_refusal: |_| false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_livestore_04_request_flooder_is_answered_then_closed() {
+    flooder_is_answered_then_closed(Flood {
+        protocol: "livestore",
+        path: "/?storeId=flood04&transport=ws",
+        message: r#"{"_tag":"Request","id":"7","tag":"SyncWsRpc.Push","payload":{"storeId":"flood04","batch":[],"backendId":{"_tag":"None"}},"headers":[]}"#,
+        is_answer: |r| r.contains(r#""requestId":"7""#) && !r.contains("slow down"),
+        is_refusal: |r| r.contains(r#""requestId":"7""#) && r.contains("too many messages, please slow down"),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pocket_flooder_is_answered_then_closed() {
+    flooder_is_answered_then_closed(Flood {
+        protocol: "pocket",
+        path: "/sync",
+        message: "ping",
+        is_answer: |r| r == "pong",
+        is_refusal: |r| r.contains("RATE_LIMITED"),
+    })
+    .await;
+}
+
+/// A burst far over the rate is answered message for message; a client that keeps sending
+/// anyway is closed once the grace period is over, with a reason that says why.
+async fn flooder_is_answered_then_closed(flood: Flood) {
+    let app = app_with(|c| {
+        c.limits.messages_per_second = 5;
+        c.limits.flood_grace_secs = 1;
+    })
+    .await;
+    let what = format!("{} at {}", flood.protocol, flood.path);
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}{}", app.addr, flood.path)).await.unwrap();
+    let (mut sink, mut stream) = socket.split();
+
+    let burst = 40;
+    for _ in 0..burst {
+        sink.send(Message::text(flood.message)).await.unwrap();
+    }
+    let (mut answered, mut refused) = (0, 0);
+    while answered + refused < burst {
+        let reply = next_text(&mut stream, &what).await;
+        if (flood.is_answer)(&reply) {
+            answered += 1;
+        } else if (flood.is_refusal)(&reply) {
+            refused += 1;
+        } else {
+            panic!("{what}: unexpected reply {reply}");
+        }
+    }
+    assert!(answered >= 5, "{what}: {answered} answered");
+
+    // Keep flooding until the server closes the socket.
+    let message = flood.message;
+    let sending = tokio::spawn(async move {
+        while sink.send(Message::text(message)).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let close = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame with a code"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{what}: the flooder was not closed with a close frame: {other:?}"),
+        }
+    };
+    sending.abort();
+    assert_eq!(u16::from(close.code), 1008, "{what}");
+    assert_eq!(close.reason.as_str(), junction::protocols::socket::FLOODING, "{what}");
+    let text = metrics(&app).await;
+    let closed = format!(r#"junction_connections_closed_total{{protocol="{}",reason="flooding"}}"#, flood.protocol);
+    assert_eq!(counter(&text, &closed), 1, "{text}");
+    app.stop().await;
+}
+
+async fn next_text(
+    stream: &mut (impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    what: &str,
+) -> String {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: a message went unanswered for 10 s"));
+        match next {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("{what}: expected a text reply, got {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fragmented WebSocket messages
 
 /// A message whose continuation frames never end is refused once the reassembled size passes
