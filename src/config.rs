@@ -115,6 +115,23 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Messages one connection may send per second before it is told to slow down.
     pub messages_per_second: u32,
+    /// Seconds a connection may keep sending faster than `messages_per_second` (every message
+    /// over the rate refused, with no quiet second between) before it is closed as a flooder.
+    pub flood_grace_secs: u64,
+    /// Seconds a WebSocket that must authenticate with a message (SyncKit without anonymous
+    /// access) has to do so before it is closed with the protocol's auth error.
+    pub auth_deadline_secs: u64,
+    /// Most open plain-HTTP connections (not upgraded to WebSocket; those count under
+    /// `max_connections`). At the limit, the connection that has waited longest for a request
+    /// is closed to make room for a new one.
+    pub max_http_connections: usize,
+    /// Seconds a client has to send a request's head (line and headers), counted from when the
+    /// server starts waiting for it: on a new connection, and between requests on a kept-alive
+    /// one.
+    pub http_header_timeout_secs: u64,
+    /// Seconds a plain-HTTP connection may move no byte in either direction (a stalled upload,
+    /// a client that stopped reading its response) before it is closed.
+    pub http_idle_timeout_secs: u64,
     /// Batches queued for one live subscriber before it is closed as a slow consumer.
     pub subscriber_queue: usize,
     /// Bytes of events queued for one live subscriber before it is closed as a slow consumer
@@ -255,6 +272,11 @@ impl Default for LimitsConfig {
             max_frame_bytes: 16 * 1024 * 1024,
             max_connections: 100_000,
             messages_per_second: 1_000,
+            flood_grace_secs: 10,
+            auth_deadline_secs: 10,
+            max_http_connections: 4_096,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 60,
             subscriber_queue: 1_024,
             subscriber_queue_bytes: 32 * 1024 * 1024,
             ws_send_queue_bytes: 16 * 1024 * 1024,
@@ -374,6 +396,19 @@ impl Config {
         }
         if self.limits.messages_per_second == 0 {
             return invalid("limits.messages_per_second", "must be at least 1");
+        }
+        for (key, secs) in [
+            ("limits.flood_grace_secs", self.limits.flood_grace_secs),
+            ("limits.auth_deadline_secs", self.limits.auth_deadline_secs),
+            ("limits.http_header_timeout_secs", self.limits.http_header_timeout_secs),
+            ("limits.http_idle_timeout_secs", self.limits.http_idle_timeout_secs),
+        ] {
+            if secs == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.limits.max_http_connections == 0 {
+            return invalid("limits.max_http_connections", "must be at least 1");
         }
         if self.limits.subscriber_queue == 0 {
             return invalid("limits.subscriber_queue", "must be at least 1");

@@ -22,7 +22,9 @@
 //!   with bounded per-subscriber queues, behind a [`fanout::FanOut`] transport: in-process for
 //!   one instance, Redis pub/sub across instances (with the change log as the safety net), plus
 //!   ephemeral broadcasts (presence) that are never stored.
-//! - [`server`] — start-up, shared state, connection admission and graceful shutdown;
+//! - [`server`] — start-up, shared state, connection admission and graceful shutdown.
+//! - [`accept`] — the accept loop: HTTP/1.1 on each connection, with header and idle timeouts
+//!   and a bound on open plain-HTTP connections that a slowloris flood cannot starve others of;
 //!   [`stall`] closes any connection whose client stopped reading.
 //! - [`http`] — Junction's own endpoints: `/`, `/health`, `/health/ready`, `/metrics`.
 //! - [`api`] — the event API (`/v1/…`): stores, events, live events (SSE) and the change log
@@ -34,6 +36,7 @@
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod backup;

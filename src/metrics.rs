@@ -21,6 +21,8 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     connections: Family<ProtocolLabel, Gauge>,
+    http_connections: Gauge,
+    connections_closed: Family<ClosedLabels, Counter>,
     events_appended: Counter,
     appends_rejected: Counter,
     append_latency: Histogram,
@@ -75,6 +77,43 @@ impl SlowConsumer {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClosedLabels {
+    /// `http` for plain-HTTP connections, else the WebSocket's protocol.
+    protocol: &'static str,
+    reason: &'static str,
+}
+
+/// Why Junction closed a connection it would otherwise have kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A request head did not arrive in time (`limits.http_header_timeout_secs`).
+    HeaderTimeout,
+    /// No byte moved for `limits.http_idle_timeout_secs`.
+    IdleTimeout,
+    /// Closed to make room for a new connection at `limits.max_http_connections`.
+    Evicted,
+    /// Not served: at `limits.max_http_connections` with none to close instead.
+    Refused,
+    /// Did not authenticate within `limits.auth_deadline_secs`.
+    AuthDeadline,
+    /// Kept sending over `limits.messages_per_second` past `limits.flood_grace_secs`.
+    Flooding,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Refused => "refused",
+            CloseReason::AuthDeadline => "auth_deadline",
+            CloseReason::Flooding => "flooding",
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -86,6 +125,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("junction");
         let connections = Family::<ProtocolLabel, Gauge>::default();
         registry.register("connections", "Open client connections", connections.clone());
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open plain-HTTP connections (not upgraded to WebSocket)",
+            http_connections.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections Junction closed by its limits, by protocol (http for plain HTTP) and reason",
+            connections_closed.clone(),
+        );
         let events_appended = Counter::default();
         registry.register("events_appended", "Events committed to the event log", events_appended.clone());
         let appends_rejected = Counter::default();
@@ -155,6 +206,8 @@ impl Metrics {
                 fanout,
                 registry,
                 connections,
+                http_connections,
+                connections_closed,
                 events_appended,
                 appends_rejected,
                 append_latency,
@@ -172,6 +225,16 @@ impl Metrics {
         let gauge = self.inner.connections.get_or_create(&ProtocolLabel { protocol: protocol.as_str() }).clone();
         gauge.inc();
         ConnectionGuard { gauge }
+    }
+
+    pub fn set_http_connections(&self, open: usize) {
+        self.inner.http_connections.set(open as i64);
+    }
+
+    /// Counts a connection closed by one of Junction's limits; `protocol` is `"http"` for plain
+    /// HTTP, else a WebSocket protocol's name.
+    pub fn connection_closed(&self, protocol: &'static str, reason: CloseReason) {
+        self.inner.connections_closed.get_or_create(&ClosedLabels { protocol, reason: reason.as_str() }).inc();
     }
 
     pub fn appended(&self, events: usize, latency: Duration) {

@@ -2,7 +2,8 @@
 //! [`Config`], serves until told to stop, then drains.
 //!
 //! Shutdown order: stop accepting connections; cancel [`AppState::shutdown`] so every WebSocket
-//! loop closes its socket with 1001 (going away); wait (up to `server.shutdown_grace_secs`) for
+//! loop closes its socket with 1001 (going away) and every HTTP connection closes after the
+//! request it serves; wait (up to `server.shutdown_grace_secs`) for
 //! connections to finish; then let the event log commit every append already queued and close
 //! the database.
 
@@ -158,25 +159,16 @@ impl Server {
             "junction is listening"
         );
         let app = crate::http::router(state.clone());
-        let shutdown = state.shutdown.clone();
-        // Replies are small frames sent between live deliveries on the same socket: with Nagle's
-        // algorithm a reply waits for the client's delayed ACK (up to 40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let stall_timeout = Duration::from_secs(state.config.limits.write_stall_timeout_secs);
-        let listener = crate::stall::StallGuard::listener(listener, stall_timeout, state.metrics.clone());
-        let serving = axum::serve(listener, app).with_graceful_shutdown({
-            let stop = stop.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                stop.cancelled().await;
-                shutdown.cancel();
-            }
-        });
-        serving.await.context("serving HTTP")?;
+        crate::accept::serve(
+            listener,
+            app,
+            &state.config.limits,
+            state.metrics.clone(),
+            stop,
+            state.shutdown.clone(),
+            state.tracker.clone(),
+        )
+        .await;
         tracing::info!("shutting down: waiting for connections to close");
         state.tracker.close();
         let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);

@@ -13,6 +13,19 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::LimitsConfig;
+use crate::eventlog::Protocol;
+use crate::metrics::{CloseReason, Metrics};
+
+/// The close reason of a socket closed for flooding (code 1008).
+pub const FLOODING: &str = "too many messages: kept sending over the rate limit";
+
+/// Closes a socket whose rate limiter says it is flooding: logged, counted, then 1008 with
+/// [`FLOODING`] once what is already queued has gone out.
+pub async fn close_flooder(outbox: &Outbox, metrics: &Metrics, protocol: Protocol) {
+    tracing::info!(protocol = protocol.as_str(), "closing a socket that kept sending over the rate limit");
+    metrics.connection_closed(protocol.as_str(), CloseReason::Flooding);
+    outbox.close(close_code::POLICY_VIOLATION, FLOODING).await;
+}
 
 /// Close codes Junction uses.
 pub mod close_code {
@@ -20,10 +33,11 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the protocol in a way that needs a fresh connection.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The client broke one of the server's rules (flooding), or its access ended (its token
+    /// expired).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// The client fell too far behind, or the store was reset: reconnect and resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The client's access ended (its token expired).
-    pub const POLICY_VIOLATION: u16 = 1008;
 }
 
 /// When a socket authenticated by a token with expiry `exp` (seconds since the Unix epoch) must
@@ -51,8 +65,8 @@ pub async fn expired(deadline: Option<tokio::time::Instant>) {
 /// every idle connection a quarter of a megabyte; `ws_read_buffer_bytes` and
 /// `ws_write_buffer_bytes` keep it to a few KiB, and a frame larger than the buffer is still
 /// read and written whole. Message size: the transport refuses (and closes on) messages over
-/// twice `max_frame_bytes`; between the two, protocols answer with their own error and the
-/// socket stays open.
+/// twice `max_frame_bytes`, a fragmented one by its reassembled size; between the two,
+/// protocols answer with their own error and the socket stays open.
 pub fn configure(upgrade: WebSocketUpgrade, limits: &LimitsConfig) -> WebSocketUpgrade {
     let message_limit = limits.max_frame_bytes * 2;
     upgrade

@@ -9,6 +9,7 @@ mod deploy;
 mod eventlog;
 mod faults;
 mod helpers;
+mod hostile;
 mod http;
 mod import_d1;
 mod input;

@@ -1031,6 +1031,39 @@ async fn delta_batch_chunks_are_reassembled_into_one_frame() {
     app.stop().await;
 }
 
+/// Chunks are held until their set is complete: all of a connection's unfinished sets together
+/// may hold no more than one message (`max_message_bytes`), so a set that never ends is refused
+/// with `Message too large` instead of being buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_sets_are_refused_once_they_pass_the_message_size_limit() {
+    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.max_message_bytes = 1000).await;
+    let mut a = Client::connect(&app).await;
+    let piece = base64(&[b'x'; 400]);
+    for index in 0..2 {
+        let chunk = json!({ "chunkId": "endless", "totalChunks": 1000, "chunkIndex": index, "data": piece });
+        a.send(MessageType::DeltaBatchChunk, chunk).await;
+    }
+    a.silent_for(200).await;
+    let chunk = json!({ "chunkId": "endless", "totalChunks": 1000, "chunkIndex": 2, "data": piece });
+    a.send(MessageType::DeltaBatchChunk, chunk).await;
+    let error = a.error().await;
+    assert_eq!(error["error"], "Message too large (1200 bytes, max 1000)");
+    assert_eq!(error["details"], json!({ "code": "INVALID_MESSAGE" }));
+
+    // The limit is for all unfinished sets together: several small ones cannot add up past it.
+    for (id, expect_refusal) in [("s-1", false), ("s-2", false), ("s-3", true)] {
+        let chunk = json!({ "chunkId": id, "totalChunks": 2, "chunkIndex": 0, "data": piece });
+        a.send(MessageType::DeltaBatchChunk, chunk).await;
+        if expect_refusal {
+            assert_eq!(a.error().await["error"], "Message too large (1200 bytes, max 1000)");
+        } else {
+            a.silent_for(200).await;
+        }
+    }
+    a.assert_open().await;
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors: exact texts, and the socket stays open
 
@@ -1268,6 +1301,39 @@ async fn without_anonymous_access_a_token_is_needed() {
     let mut c = Client::connect_with_token(&app, &user_token("u-3", &["*"], &[])).await;
     c.silent_for(200).await;
     assert_eq!(c.subscribe("doc-1").await["state"], json!({ "f": 1 }));
+    app.stop().await;
+}
+
+/// Without anonymous access, a socket that never sends `auth` is closed at the deadline with the
+/// error and close of an `auth` without a token; sockets that authenticate stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_does_not_authenticate_in_time_is_closed_with_auth_required() {
+    let app = app_with(Kind::Sqlite, |c| {
+        c.protocols.synckit.allow_anonymous = false;
+        c.limits.auth_deadline_secs = 1;
+    })
+    .await;
+    let mut by_message = Client::connect(&app).await;
+    by_message.send(MessageType::Auth, json!({ "token": user_token("u-1", &["*"], &["*"]) })).await;
+    by_message.expect(MessageType::AuthSuccess).await;
+    let mut by_url = Client::connect_with_token(&app, &user_token("u-2", &["*"], &[])).await;
+
+    let mut silent = Client::connect(&app).await;
+    // Messages other than `auth` do not count: they are refused and the clock keeps running.
+    silent.send(MessageType::Subscribe, json!({ "documentId": "doc-1" })).await;
+    assert_eq!(silent.error().await["error"], "Not authenticated");
+    let error = silent.error().await;
+    assert_eq!(error["error"], "Authentication required");
+    assert_eq!(error["details"], json!({ "code": "AUTH_REQUIRED" }));
+    assert_eq!(silent.closed().await, (1008, "Authentication required".to_owned()));
+
+    by_message.assert_open().await;
+    by_url.assert_open().await;
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"junction_connections_closed_total{protocol="synckit",reason="auth_deadline"} 1"#),
+        "{metrics}"
+    );
     app.stop().await;
 }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v03::{self, PullContext, Request, Response};
 use crate::eventlog::{Protocol, SubscriptionEnded};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Verdict};
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
@@ -24,7 +24,7 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
     // then cancels this token to end the loop (a token, not a channel: an idle connection should
     // not hold a channel's first block of slots for a signal sent at most once).
     let pull_ended = CancellationToken::new();
-    let limiter = RateLimiter::new(state.config.limits.messages_per_second);
+    let limiter = RateLimiter::from_limits(&state.config.limits);
     let mut connection =
         Connection { state, params, grant, outbox, limiter, pull: None, pull_ended: pull_ended.clone() };
     let token_expires = socket::token_deadline(connection.grant.expires());
@@ -41,6 +41,10 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let reply = Response::Error { request_id: String::new(), message: "Binary frames are not supported".into() };
+                    if connection.limiter.check() == Verdict::Flooding {
+                        socket::close_flooder(&connection.outbox, &connection.state.metrics, Protocol::LiveStore).await;
+                        break;
+                    }
                     connection.outbox.text(reply.to_json()).await;
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
@@ -82,6 +86,17 @@ impl Connection {
     /// Handles one text frame; the reply (if any) goes to the sender only.
     async fn handle(&mut self, text: &str) -> Option<Response> {
         let Connection { state, params, grant, outbox, limiter, pull, pull_ended } = self;
+        match limiter.check() {
+            Verdict::Allowed => {}
+            Verdict::OverLimit => return Some(slow_down(text)),
+            Verdict::Flooding => {
+                outbox.text(slow_down(text).to_json()).await;
+                socket::close_flooder(outbox, &state.metrics, Protocol::LiveStore).await;
+                // Ends the loop, as a pull that cannot go on does.
+                pull_ended.cancel();
+                return None;
+            }
+        }
         if text.len() > state.config.limits.max_frame_bytes {
             let message = format!(
                 "Message too large: {} bytes, the limit is {}",
@@ -89,12 +104,6 @@ impl Connection {
                 state.config.limits.max_frame_bytes
             );
             return Some(Response::Error { request_id: request_id_of(text), message });
-        }
-        if !limiter.allow() {
-            return Some(Response::Error {
-                request_id: request_id_of(text),
-                message: "Too many messages. Please slow down.".into(),
-            });
         }
         let request = match v03::decode_request(text) {
             Ok(request) => request,
@@ -241,6 +250,11 @@ async fn run_pull(
 fn admin_secret_ok(state: &AppState, given: &str) -> bool {
     let secret = &state.config.auth.admin_secret;
     !secret.is_empty() && crate::auth::secret_matches(given, secret)
+}
+
+/// The answer to a frame over the rate limit.
+fn slow_down(text: &str) -> Response {
+    Response::Error { request_id: request_id_of(text), message: "Too many messages. Please slow down.".into() }
 }
 
 /// The `requestId` of a frame we will not decode fully (too large, or over the rate limit).

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::session::{self, Grant, InitialPull, PushRefused, SyncParams};
 use super::v04::{self, ClientMessage, Exit, PageInfo, PullArgs, PullResponse, RpcCall, ServerMessage, SyncError};
 use crate::eventlog::{Protocol, SubscriptionEnded};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Verdict};
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
@@ -23,7 +23,7 @@ const REMEMBERED_STREAMS: usize = 1024;
 
 pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant: Grant) {
     let (outbox, mut incoming, writer) = socket::split(socket, 256, state.config.limits.ws_send_queue_bytes);
-    let limiter = RateLimiter::new(state.config.limits.messages_per_second);
+    let limiter = RateLimiter::from_limits(&state.config.limits);
     let mut connection = Connection {
         state,
         params,
@@ -50,6 +50,10 @@ pub async fn serve(socket: WebSocket, state: AppState, params: SyncParams, grant
                 }
                 Some(Ok(Message::Binary(_))) => {
                     tracing::debug!(store = %connection.params.store_id, "livestore 0.4: binary frame ignored");
+                    if connection.limiter.check() == Verdict::Flooding {
+                        socket::close_flooder(&connection.outbox, &connection.state.metrics, Protocol::LiveStore).await;
+                        break;
+                    }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
@@ -89,17 +93,19 @@ impl Connection {
     /// Handles one frame. `Err` closes the socket: the client is out of step with this
     /// connection (§6, issue #1365) and only a fresh one gets it going again.
     async fn handle(&mut self, text: &str, pull_ended: &CancellationToken) -> Result<(), &'static str> {
+        // Over the rate, requests are refused and the rest (pings, acks, interrupts: no work
+        // worth sparing, and no id to refuse them with) handled: nothing goes unanswered.
+        let verdict = self.limiter.check();
+        if verdict == Verdict::Flooding {
+            socket::close_flooder(&self.outbox, &self.state.metrics, Protocol::LiveStore).await;
+            // Ends the loop, as a live pull that cannot go on does.
+            pull_ended.cancel();
+            return Ok(());
+        }
         let limit = self.state.config.limits.max_frame_bytes;
         if text.len() > limit {
             let message = format!("message too large: {} bytes, the limit is {limit}", text.len());
             self.fail(&request_id_of(text), SyncError::unknown(message)).await;
-            return Ok(());
-        }
-        if !self.limiter.allow() {
-            let id = request_id_of(text);
-            if !id.is_empty() {
-                self.fail(&id, SyncError::unknown("too many messages, please slow down")).await;
-            }
             return Ok(());
         }
         let message = match v04::decode_ws_message(text) {
@@ -130,6 +136,9 @@ impl Connection {
                 if let Some(pull) = self.live_pulls.remove(&request_id) {
                     pull.abort();
                 }
+            }
+            ClientMessage::Request(request) if verdict == Verdict::OverLimit => {
+                self.fail(&request.id, SyncError::unknown("too many messages, please slow down")).await;
             }
             ClientMessage::Request(request) => match request.call {
                 RpcCall::Pull(args) => self.pull(request.id, args, pull_ended),

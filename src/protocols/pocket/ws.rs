@@ -19,7 +19,7 @@ use super::session::{self, Identity, store_key};
 use super::writer::now_ms;
 use super::{Refused, UserSlot};
 use crate::eventlog::{EventLog, EventLogError, Protocol, SeqNum, StoreKey, Subscription, SubscriptionEnded};
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Verdict};
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
@@ -45,7 +45,7 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
     // should not hold a channel's first block of slots for a signal sent at most once).
     let too_slow = CancellationToken::new();
     let mut connection = Connection {
-        limiter: RateLimiter::new(state.config.limits.messages_per_second),
+        limiter: RateLimiter::from_limits(&state.config.limits),
         state,
         identity,
         session: super::connection_id(),
@@ -60,9 +60,13 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
     loop {
         tokio::select! {
             frame = incoming.next() => match frame {
-                Some(Ok(Message::Text(text))) => Box::pin(connection.handle(text.as_bytes())).await,
+                Some(Ok(Message::Text(text))) => if !Box::pin(connection.handle(text.as_bytes())).await {
+                    break;
+                },
                 // The reference reads every frame as UTF-8 text (§3).
-                Some(Ok(Message::Binary(bytes))) => Box::pin(connection.handle(&bytes)).await,
+                Some(Ok(Message::Binary(bytes))) => if !Box::pin(connection.handle(&bytes)).await {
+                    break;
+                },
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
@@ -106,24 +110,30 @@ struct Connection {
 }
 
 impl Connection {
-    async fn handle(&mut self, frame: &[u8]) {
-        let limit = self.state.config.limits.max_frame_bytes;
+    /// Handles one frame; `false` closes the socket.
+    async fn handle(&mut self, frame: &[u8]) -> bool {
         let text = String::from_utf8_lossy(frame);
+        // Counted before the ping check, as in the reference: a rate-limited ping gets an error.
+        let verdict = self.limiter.check();
+        if verdict != Verdict::Allowed {
+            let id = client::peek_request_id(&text);
+            self.send(ErrorMessage::rate_limited(id.as_deref(), now_ms()).into()).await;
+            if verdict == Verdict::Flooding {
+                socket::close_flooder(&self.outbox, &self.state.metrics, Protocol::Pocket).await;
+                return false;
+            }
+            return true;
+        }
+        let limit = self.state.config.limits.max_frame_bytes;
         if frame.len() > limit {
             let id = client::peek_request_id(&text);
             self.send(session::too_large(id.as_deref(), frame.len(), limit).into()).await;
-            return;
-        }
-        // Counted before the ping check, as in the reference: a rate-limited ping gets an error.
-        if !self.limiter.allow() {
-            let id = client::peek_request_id(&text);
-            self.send(ErrorMessage::rate_limited(id.as_deref(), now_ms()).into()).await;
-            return;
+            return true;
         }
         let reply = match client::decode_client_frame_bytes(frame) {
             Ok(ClientFrame::Ping) => {
                 self.outbox.text(PONG).await;
-                return;
+                return true;
             }
             Ok(ClientFrame::Message(ClientMessage::Push(push))) => {
                 self.remember(push.checkpoint.clone());
@@ -160,6 +170,7 @@ impl Connection {
             }
         };
         self.send(reply.unwrap_or_else(ServerMessage::from)).await;
+        true
     }
 
     async fn send(&self, message: ServerMessage) {

@@ -19,8 +19,8 @@ pub enum ChunkError {
     IndexOutOfRange { index: u32, total: u32 },
     #[error("totalChunks {got} differs from the {expected} of the set's first chunk")]
     TotalMismatch { expected: u32, got: u32 },
-    #[error("chunk set would exceed {0} bytes")]
-    TooLarge(usize),
+    #[error("unfinished chunk sets would hold {size} bytes, over {max}")]
+    TooLarge { size: usize, max: usize },
     #[error("chunk set would exceed {0} chunks")]
     TooManyChunks(u32),
     #[error("more than {0} chunk sets pending")]
@@ -31,7 +31,9 @@ pub enum ChunkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLimits {
     pub max_chunks_per_set: u32,
-    pub max_set_bytes: usize,
+    /// Decoded bytes of all of a connection's unfinished sets together, so also the largest
+    /// reassembled message: the connection's message-size limit.
+    pub max_pending_bytes: usize,
     pub max_pending_sets: usize,
     pub timeout_ms: i64,
 }
@@ -40,7 +42,7 @@ impl Default for ChunkLimits {
     fn default() -> Self {
         ChunkLimits {
             max_chunks_per_set: 1024,
-            max_set_bytes: 8 << 20,
+            max_pending_bytes: super::policy::MAX_MESSAGE_SIZE,
             max_pending_sets: 16,
             timeout_ms: CHUNK_TIMEOUT_MS,
         }
@@ -110,13 +112,14 @@ impl ChunkAssembler {
         if set.chunks.len() != total as usize {
             return Err(ChunkError::TotalMismatch { expected: set.chunks.len() as u32, got: total });
         }
-        let slot = &mut set.chunks[chunk.chunk_index as usize];
-        let old = slot.as_ref().map_or(0, Vec::len);
+        let old = set.chunks[chunk.chunk_index as usize].as_ref().map_or(0, Vec::len);
         let bytes = set.bytes - old + piece.len();
-        if bytes > self.limits.max_set_bytes {
-            return Err(ChunkError::TooLarge(self.limits.max_set_bytes));
+        let pending = self.sets.iter().map(|s| s.bytes).sum::<usize>() - old + piece.len();
+        if pending > self.limits.max_pending_bytes {
+            return Err(ChunkError::TooLarge { size: pending, max: self.limits.max_pending_bytes });
         }
-        *slot = Some(piece);
+        let set = &mut self.sets[pos];
+        set.chunks[chunk.chunk_index as usize] = Some(piece);
         set.bytes = bytes;
         if set.chunks.iter().all(Option::is_some) {
             let set = self.sets.remove(pos);
@@ -206,7 +209,14 @@ mod tests {
         assert_eq!(asm.accept(&chunk("c3", 3, 1, ""), 0), Err(ChunkError::TotalMismatch { expected: 2, got: 3 }));
         assert_eq!(asm.pending_sets(), 0, "a failed set is dropped");
         assert_eq!(asm.accept(&chunk("c4", 1, 0, "!!"), 0), Err(ChunkError::InvalidBase64));
-        let mut small = ChunkAssembler::new(ChunkLimits { max_set_bytes: 4, ..ChunkLimits::default() });
-        assert_eq!(small.accept(&chunk("c5", 2, 0, "aGVsbG8="), 0), Err(ChunkError::TooLarge(4)));
+        let mut small = ChunkAssembler::new(ChunkLimits { max_pending_bytes: 8, ..ChunkLimits::default() });
+        assert_eq!(
+            small.accept(&chunk("c5", 2, 0, "aGVsbG8gd29ybGQ="), 0),
+            Err(ChunkError::TooLarge { size: 11, max: 8 })
+        );
+        // The limit holds for all unfinished sets together, not for each.
+        small.accept(&chunk("c6", 2, 0, "aGVsbG8="), 0).unwrap();
+        assert_eq!(small.accept(&chunk("c7", 2, 0, "aGVsbG8="), 0), Err(ChunkError::TooLarge { size: 10, max: 8 }));
+        assert_eq!(small.accept(&chunk("c6", 2, 1, "aGk="), 0).unwrap().unwrap(), b"hellohi");
     }
 }

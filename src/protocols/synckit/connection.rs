@@ -5,12 +5,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{ChunkAssembler, ChunkLimits};
+use super::chunk::{ChunkAssembler, ChunkError, ChunkLimits};
 use super::document::{FieldWrites, TextWrite, is_valid_text_state};
 use super::frame::{self, Framing};
 use super::message::{
@@ -22,7 +24,8 @@ use super::raw::{Json, RawObject, VectorClock};
 use super::room::{Command, Peer, Rooms, Write, encode, fresh_id};
 use crate::auth::Claims;
 use crate::eventlog::Protocol;
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Verdict};
+use crate::metrics::CloseReason;
 use crate::protocols::socket::{self, Outbox, close_code};
 use crate::server::AppState;
 
@@ -69,7 +72,7 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
     let conn = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let session = format!("{}-conn-{conn}", rooms.instance()).into();
     let mut connection = Connection {
-        limiter: RateLimiter::new(state.config.limits.messages_per_second),
+        limiter: RateLimiter::from_limits(&state.config.limits),
         state,
         rooms,
         conn,
@@ -92,6 +95,12 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
         }
     }
     let kick = connection.kick.clone();
+    // Only a socket that starts without an identity has to authenticate, and only for so long:
+    // otherwise sockets that never send `auth` would hold connection slots forever.
+    let mut auth_deadline = connection
+        .identity
+        .is_none()
+        .then(|| Box::pin(tokio::time::sleep(Duration::from_secs(connection.state.config.limits.auth_deadline_secs))));
     loop {
         tokio::select! {
             message = incoming.next() => {
@@ -110,6 +119,10 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
                 connection.refuse(connection.auth_framing, close::AUTHENTICATION_FAILED).await;
                 break;
             }
+            _ = expired(&mut auth_deadline), if connection.identity.is_none() => {
+                connection.auth_deadline_passed().await;
+                break;
+            }
             _ = kick.cancelled() => {
                 connection.outbox.close(close_code::TRY_AGAIN_LATER, "fell behind or the document closed; reconnect").await;
                 break;
@@ -123,6 +136,14 @@ pub async fn serve(socket: WebSocket, state: AppState, rooms: Rooms, start: Star
     connection.leave_rooms().await;
     drop(connection);
     let _ = writer.await;
+}
+
+/// Waits for `deadline`, forever if there is none.
+async fn expired(deadline: &mut Option<std::pin::Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Connection {
@@ -178,8 +199,27 @@ impl Connection {
         self.outbox.close(close::POLICY_VIOLATION, reason).await;
     }
 
+    /// No `auth` in time: the error and close of an `auth` without a token (§3.1).
+    async fn auth_deadline_passed(&self) {
+        tracing::info!(conn = self.conn, "synckit: closing a socket that did not authenticate in time");
+        self.state.metrics.connection_closed(Protocol::SyncKit.as_str(), CloseReason::AuthDeadline);
+        self.error(Framing::Binary, ErrorMessage::authentication_required()).await;
+        self.refuse(Framing::Binary, close::AUTHENTICATION_REQUIRED).await;
+    }
+
     /// Handles one WebSocket message; `false` closes the socket.
     async fn handle(&mut self, data: &[u8], ws_text: bool) -> bool {
+        // Every message counts, whatever it holds: a flood of malformed or oversized frames too.
+        let verdict = self.limiter.check();
+        if verdict != Verdict::Allowed {
+            let framing = frame::detect_framing(data, ws_text);
+            let open = self.error(framing, ErrorMessage::rate_limited()).await;
+            if verdict == Verdict::Flooding {
+                socket::close_flooder(&self.outbox, &self.state.metrics, Protocol::SyncKit).await;
+                return false;
+            }
+            return open;
+        }
         let max = self.state.config.protocols.synckit.max_message_bytes;
         if data.len() > max {
             let framing = frame::detect_framing(data, ws_text);
@@ -193,9 +233,9 @@ impl Connection {
         }
         // Chunks are reassembled before anything else (the reference does the same).
         let decoded = match decoded {
-            Ok(Incoming { message: ClientMessage::DeltaBatchChunk(chunk), .. }) => {
-                let assembler =
-                    self.chunks.get_or_insert_with(|| Box::new(ChunkAssembler::new(ChunkLimits::default())));
+            Ok(Incoming { message: ClientMessage::DeltaBatchChunk(chunk), framing, .. }) => {
+                let limits = ChunkLimits { max_pending_bytes: max, ..ChunkLimits::default() };
+                let assembler = self.chunks.get_or_insert_with(|| Box::new(ChunkAssembler::new(limits)));
                 let now = super::room::now_ms();
                 assembler.expire(now);
                 match assembler.accept(&chunk, now) {
@@ -213,6 +253,10 @@ impl Connection {
                         }
                         decoded
                     }
+                    Err(ChunkError::TooLarge { size, max }) => {
+                        // Reassembled, it would be over the message-size limit: refused as such.
+                        return self.error(framing, ErrorMessage::message_too_large(size, max)).await;
+                    }
                     Err(error) => {
                         // The reference never answers chunk problems.
                         tracing::debug!(%error, "synckit: chunk refused");
@@ -226,9 +270,6 @@ impl Connection {
             Ok(incoming) => incoming.framing,
             Err(error) => error.framing,
         };
-        if !self.limiter.allow() {
-            return self.error(framing, ErrorMessage::rate_limited()).await;
-        }
         let incoming = match decoded {
             Ok(incoming) => incoming,
             Err(error) => return self.error(framing, error.to_error()).await,
