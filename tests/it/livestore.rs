@@ -6,6 +6,26 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app, spawn_app_with, test_config};
 
+crate::on_both_backends!(
+    v03_ping_pull_push_and_echo_byte_for_byte,
+    v03_stale_parent_gets_the_exact_error_and_writes_nothing,
+    v03_pages_hold_100_events_and_count_what_remains,
+    v03_bad_frames_get_errors_and_the_socket_survives,
+    v03_admin_requests_need_the_secret_and_reset_really_empties,
+    v04_pull_push_and_live_delivery_byte_for_byte,
+    v04_cursor_pull_pages_with_more_known,
+    v04_bad_input_gets_unknown_error_and_the_socket_survives,
+    v04_ack_for_an_unknown_stream_closes_the_socket,
+    v04_interrupt_is_ignored_unless_it_stops_a_live_pull,
+    v04_http_transport_and_cors,
+    auth_by_static_token_and_jwt,
+    shutdown_closes_sockets_with_going_away,
+    paths_come_from_config_and_the_protocol_can_be_switched_off,
+    a_live_puller_that_stops_reading_is_closed_not_skipped,
+    a_live_puller_that_never_reads_again_is_closed_and_counted,
+    an_http_response_that_is_never_read_is_cut_off_and_counted,
+);
+
 fn key(store: &str) -> StoreKey {
     StoreKey::new(Protocol::LiveStore, store).unwrap()
 }
@@ -49,9 +69,8 @@ fn pull04(id: &str, store: &str, live: bool, cursor: Option<(&str, u64)>) -> Str
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v03_ping_pull_push_and_echo_byte_for_byte() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v03_ping_pull_push_and_echo_byte_for_byte(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut client = WsClient::connect(&v03_url(&app, "golden")).await;
     client.send(r#"{"_tag":"WSMessage.Ping","requestId":"ping"}"#).await;
     assert_eq!(client.recv().await, r#"{"_tag":"WSMessage.Pong","requestId":"ping"}"#);
@@ -78,9 +97,8 @@ async fn v03_ping_pull_push_and_echo_byte_for_byte() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v03_stale_parent_gets_the_exact_error_and_writes_nothing() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v03_stale_parent_gets_the_exact_error_and_writes_nothing(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut client = WsClient::connect(&v03_url(&app, "stale")).await;
     client.send(&push03("p1", &[event(1, 0), event(2, 1), event(3, 2)])).await;
     assert_eq!(client.recv_json().await["_tag"], "WSMessage.PushAck");
@@ -98,9 +116,8 @@ async fn v03_stale_parent_gets_the_exact_error_and_writes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v03_pages_hold_100_events_and_count_what_remains() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v03_pages_hold_100_events_and_count_what_remains(kind: Kind) {
+    let app = spawn_app(kind).await;
     let bodies = (0..250).map(|i| crate::helpers::body("e", &i.to_string())).collect();
     app.log.append(&key("paged"), AppendBatch::AtHead { events: bodies }).await.unwrap();
     let mut client = WsClient::connect(&v03_url(&app, "paged")).await;
@@ -117,9 +134,8 @@ async fn v03_pages_hold_100_events_and_count_what_remains() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v03_bad_frames_get_errors_and_the_socket_survives() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn v03_bad_frames_get_errors_and_the_socket_survives(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.limits.max_frame_bytes = 4096;
     let app = spawn_app_with(config, db).await;
@@ -145,9 +161,8 @@ async fn v03_bad_frames_get_errors_and_the_socket_survives() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v03_admin_requests_need_the_secret_and_reset_really_empties() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn v03_admin_requests_need_the_secret_and_reset_really_empties(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.auth.admin_secret = "admin-pw".into();
     let app = spawn_app_with(config, db).await;
@@ -174,9 +189,8 @@ async fn v03_admin_requests_need_the_secret_and_reset_really_empties() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_pull_push_and_live_delivery_byte_for_byte() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v04_pull_push_and_live_delivery_byte_for_byte(kind: Kind) {
+    let app = spawn_app(kind).await;
     let backend_id = app.log.info(&key("rpc")).await.unwrap().backend_id;
     let mut client = WsClient::connect(&v04_url(&app, "rpc")).await;
     client.send(r#"{"_tag":"Ping"}"#).await;
@@ -230,9 +244,8 @@ async fn v04_pull_push_and_live_delivery_byte_for_byte() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_cursor_pull_pages_with_more_known() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v04_cursor_pull_pages_with_more_known(kind: Kind) {
+    let app = spawn_app(kind).await;
     let bodies = (0..250).map(|i| crate::helpers::body("e", &i.to_string())).collect();
     app.log.append(&key("pages"), AppendBatch::AtHead { events: bodies }).await.unwrap();
     let backend_id = app.log.info(&key("pages")).await.unwrap().backend_id;
@@ -256,9 +269,8 @@ async fn v04_cursor_pull_pages_with_more_known() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_bad_input_gets_unknown_error_and_the_socket_survives() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn v04_bad_input_gets_unknown_error_and_the_socket_survives(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.limits.max_frame_bytes = 4096;
     let app = spawn_app_with(config, db).await;
@@ -288,9 +300,8 @@ async fn v04_bad_input_gets_unknown_error_and_the_socket_survives() {
 
 /// The #1365 mitigation: a client whose first frame acks a stream this socket never had is out of
 /// step (a stale Ack after a reconnect), and only a fresh socket gets it going again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_ack_for_an_unknown_stream_closes_the_socket() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v04_ack_for_an_unknown_stream_closes_the_socket(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut client = WsClient::connect(&v04_url(&app, "stale-ack")).await;
     client.send(r#"{"_tag":"Ack","requestId":"0"}"#).await;
     assert_eq!(client.closed().await, Some(1002));
@@ -300,9 +311,8 @@ async fn v04_ack_for_an_unknown_stream_closes_the_socket() {
 /// What a real 0.4 app does on every rebase: it interrupts its push, often after the push's Exit
 /// went out. An Interrupt for a finished request, or for an id the socket never saw, changes
 /// nothing; one for a live pull ends that pull's deliveries.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_interrupt_is_ignored_unless_it_stops_a_live_pull() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v04_interrupt_is_ignored_unless_it_stops_a_live_pull(kind: Kind) {
+    let app = spawn_app(kind).await;
     let store = "interrupts";
     let mut client = WsClient::connect(&v04_url(&app, store)).await;
     client.send(&push04("1", store, &[event(1, 0)], None)).await;
@@ -353,9 +363,8 @@ async fn assert_still_open(client: &mut WsClient) {
     assert_eq!(client.recv().await, r#"{"_tag":"Pong"}"#, "the socket is still open");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v04_http_transport_and_cors() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn v04_http_transport_and_cors(kind: Kind) {
+    let app = spawn_app(kind).await;
     let url = format!("http://{}/?storeId=web&transport=http", app.addr);
     let http = reqwest::Client::new();
     let preflight = http
@@ -399,9 +408,8 @@ async fn v04_http_transport_and_cors() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_by_static_token_and_jwt() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn auth_by_static_token_and_jwt(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.protocols.livestore.allow_anonymous = false;
     config.protocols.livestore.tokens = vec!["static-1".into()];
@@ -476,9 +484,8 @@ async fn backend_id_survives_a_restart(kind: Kind) {
 
 crate::on_both_backends!(backend_id_survives_a_restart);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_sockets_with_going_away() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn shutdown_closes_sockets_with_going_away(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut v03 = WsClient::connect(&v03_url(&app, "bye")).await;
     let mut v04 = WsClient::connect(&v04_url(&app, "bye")).await;
     v04.send(&pull04("0", "bye", true, None)).await;
@@ -489,9 +496,8 @@ async fn shutdown_closes_sockets_with_going_away() {
     stopping.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paths_come_from_config_and_the_protocol_can_be_switched_off() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn paths_come_from_config_and_the_protocol_can_be_switched_off(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.protocols.livestore.path = "/ls/websocket".into();
     config.protocols.livestore.rpc_path = "/ls".into();
@@ -514,13 +520,12 @@ async fn paths_come_from_config_and_the_protocol_can_be_switched_off() {
 
 /// A live puller that stops reading is closed with 1013 and a reason, never skipped: what it got
 /// before the close has no gap. Both socket transports (0.3 `PullReq`, 0.4 live `SyncWsRpc.Pull`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_puller_that_stops_reading_is_closed_not_skipped() {
+async fn a_live_puller_that_stops_reading_is_closed_not_skipped(kind: Kind) {
     use futures_util::{SinkExt, StreamExt};
     use junction::eventlog::{AppendBatch, EventBody};
     use tokio_tungstenite::tungstenite::Message;
 
-    let db = TestDatabase::new(Kind::Sqlite).await;
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     config.limits.subscriber_queue = 2;
     let app = spawn_app_with(config, db).await;
@@ -572,12 +577,11 @@ async fn a_live_puller_that_stops_reading_is_closed_not_skipped() {
 /// A live puller that stops reading and never reads again, its connection left open, is closed
 /// once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted. Both
 /// socket transports, each on its own server so that each count is its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_puller_that_never_reads_again_is_closed_and_counted() {
+async fn a_live_puller_that_never_reads_again_is_closed_and_counted(kind: Kind) {
     use crate::helpers::{large_body, small_window_socket, stall_limits, wait_for_one_stalled_close};
 
     for transport in ["0.3", "0.4"] {
-        let db = TestDatabase::new(Kind::Sqlite).await;
+        let db = TestDatabase::new(kind).await;
         let mut config = test_config(&db);
         stall_limits(&mut config);
         let app = spawn_app_with(config, db).await;
@@ -604,11 +608,10 @@ async fn a_live_puller_that_never_reads_again_is_closed_and_counted() {
 
 /// Plain HTTP too: a client that asks for a large response (a 0.4 HTTP pull of 10 MB) and never
 /// reads it is cut off once its socket has taken no bytes for the stall timeout, and counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_http_response_that_is_never_read_is_cut_off_and_counted() {
+async fn an_http_response_that_is_never_read_is_cut_off_and_counted(kind: Kind) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let db = TestDatabase::new(Kind::Sqlite).await;
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     crate::helpers::stall_limits(&mut config);
     let app = spawn_app_with(config, db).await;

@@ -16,6 +16,39 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{Kind, TestApp, TestDatabase, spawn_app, spawn_app_with, test_config};
 
+crate::on_both_backends!(
+    subscribe_answers_with_state_and_a_nonempty_clock,
+    test_client_delta_shape_null_values_and_tombstones,
+    server_clock_stays_above_every_counter_and_grows_with_each_write,
+    sync_request_subscribes_and_sync_step1_is_answered_like_it,
+    a_sync_request_vector_clock_is_merged_into_the_document_clock,
+    unsubscribe_stops_deltas_without_a_reply,
+    a_burst_to_one_field_ends_with_the_last_value_everywhere,
+    interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_server_state,
+    a_subscriber_joining_during_writes_misses_nothing,
+    text_state_is_merged_relayed_to_the_others_and_served_on_subscribe,
+    awareness_state_updates_reach_every_subscriber_including_the_sender,
+    stale_presence_expires_with_a_leave_broadcast,
+    presence_of_a_closed_connection_leaves_at_once,
+    a_subscriber_that_never_reads_again_is_closed_and_counted,
+    ping_gets_pong_at_once,
+    json_text_frames_get_json_text_replies,
+    delta_batch_chunks_are_reassembled_into_one_frame,
+    chunk_sets_are_refused_once_they_pass_the_message_size_limit,
+    malformed_frames_get_invalid_message_format_and_the_socket_stays_open,
+    every_error_text_of_the_contract_and_the_socket_stays_open,
+    oversized_messages_are_refused_with_the_configured_limit,
+    over_the_rate_messages_are_dropped_with_rate_limit_exceeded,
+    the_demo_whitelist_is_off_by_default_and_can_be_enabled,
+    anonymous_sockets_work_at_once_and_auth_without_token_says_anonymous,
+    without_anonymous_access_a_token_is_needed,
+    a_socket_that_does_not_authenticate_in_time_is_closed_with_auth_required,
+    bad_tokens_get_auth_error_and_close_1008,
+    a_token_without_permissions_authenticates_but_may_do_nothing,
+    writes_and_reads_are_checked_per_document,
+    auth_verify_and_me,
+);
+
 const SECRET: &str = "synckit-test-secret-of-at-least-32-chars";
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -287,9 +320,8 @@ fn text_of(state: &Value) -> String {
 // ---------------------------------------------------------------------------------------------
 // Subscribe, sync_request, deltas
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_answers_with_state_and_a_nonempty_clock() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn subscribe_answers_with_state_and_a_nonempty_clock(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     // No message on connect: anonymous sockets are authenticated silently.
     a.silent_for(300).await;
@@ -355,9 +387,8 @@ async fn sdk_delta_is_acked_after_commit_and_echoed_to_everyone(kind: Kind) {
 
 crate::on_both_backends!(sdk_delta_is_acked_after_commit_and_echoed_to_everyone);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_client_delta_shape_null_values_and_tombstones() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn test_client_delta_shape_null_values_and_tombstones(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     a.subscribe("room:p1").await;
@@ -398,11 +429,10 @@ async fn test_client_delta_shape_null_values_and_tombstones() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_clock_stays_above_every_counter_and_grows_with_each_write() {
+async fn server_clock_stays_above_every_counter_and_grows_with_each_write(kind: Kind) {
     // The SDK applies a server delta only if max(clock) beats the counter it holds for the field
     // (its own counter after a local write, the previous echo's max otherwise): protocols/synckit/SDK-NOTES.md.
-    let app = spawn_app(Kind::Sqlite).await;
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     a.subscribe("doc-1").await;
@@ -439,9 +469,8 @@ async fn server_clock_stays_above_every_counter_and_grows_with_each_write() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_request_subscribes_and_sync_step1_is_answered_like_it() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn sync_request_subscribes_and_sync_step1_is_answered_like_it(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.sdk_set("doc-7", "x", json!(1), json!({ "client-B": 1 }), "b-1").await;
@@ -469,11 +498,10 @@ async fn sync_request_subscribes_and_sync_step1_is_answered_like_it() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_request_vector_clock_is_merged_into_the_document_clock() {
+async fn a_sync_request_vector_clock_is_merged_into_the_document_clock(kind: Kind) {
     // Contract: sync_request "merges a supplied vectorClock" (as the reference does, §3.2): the
     // document clock keeps the client's counters, so later echoes beat them.
-    let app = spawn_app(Kind::Sqlite).await;
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.sdk_set("doc-8", "x", json!(1), json!({ "client-B": 1 }), "b-1").await;
@@ -493,9 +521,8 @@ async fn a_sync_request_vector_clock_is_merged_into_the_document_clock() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsubscribe_stops_deltas_without_a_reply() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn unsubscribe_stops_deltas_without_a_reply(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     a.subscribe("room:q").await;
@@ -559,9 +586,8 @@ async fn delta_batch_set_ops_are_acked_after_commit_and_echoed_per_field(kind: K
 
 crate::on_both_backends!(delta_batch_set_ops_are_acked_after_commit_and_echoed_per_field);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_to_one_field_ends_with_the_last_value_everywhere() {
-    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 100_000).await;
+async fn a_burst_to_one_field_ends_with_the_last_value_everywhere(kind: Kind) {
+    let app = app_with(kind, |c| c.limits.messages_per_second = 100_000).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     a.subscribe("hot").await;
@@ -591,12 +617,11 @@ async fn a_burst_to_one_field_ends_with_the_last_value_everywhere() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_server_state() {
+async fn interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_server_state(kind: Kind) {
     // Two writers (one only ever sends delta_batch and never subscribes) hammer ten fields while
     // two readers watch: under load the server coalesces, but the last delta each subscriber gets
     // for a field must be the field's final value.
-    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 100_000).await;
+    let app = app_with(kind, |c| c.limits.messages_per_second = 100_000).await;
     let mut r1 = Client::connect(&app).await;
     let mut r2 = Client::connect(&app).await;
     r1.subscribe("busy").await;
@@ -631,12 +656,11 @@ async fn interleaved_bursts_to_many_fields_leave_every_subscriber_with_the_serve
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_joining_during_writes_misses_nothing() {
+async fn a_subscriber_joining_during_writes_misses_nothing(kind: Kind) {
     // The joiner's sync_response state plus the deltas after it must add up to the final state:
     // every write lands either in the state it was sent or in a later delta (gap-free), and no
     // delta takes a field back to an older value than the state showed.
-    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 100_000).await;
+    let app = app_with(kind, |c| c.limits.messages_per_second = 100_000).await;
     let mut writer = Client::connect(&app).await;
     writer.subscribe("join").await;
     let writes = 300u64;
@@ -685,9 +709,8 @@ async fn a_subscriber_joining_during_writes_misses_nothing() {
 // ---------------------------------------------------------------------------------------------
 // SDK 0.3.0: text-state (Fugue CRDT)
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn text_state_is_merged_relayed_to_the_others_and_served_on_subscribe() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn text_state_is_merged_relayed_to_the_others_and_served_on_subscribe(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     a.subscribe("room:text").await;
@@ -752,9 +775,8 @@ async fn text_state_is_merged_relayed_to_the_others_and_served_on_subscribe() {
 // ---------------------------------------------------------------------------------------------
 // Awareness
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn awareness_state_updates_reach_every_subscriber_including_the_sender() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn awareness_state_updates_reach_every_subscriber_including_the_sender(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     let mut bystander = Client::connect(&app).await;
@@ -803,9 +825,8 @@ async fn awareness_state_updates_reach_every_subscriber_including_the_sender() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_presence_expires_with_a_leave_broadcast() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.awareness_timeout_secs = 1).await;
+async fn stale_presence_expires_with_a_leave_broadcast(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.awareness_timeout_secs = 1).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:aw" })).await;
@@ -841,9 +862,8 @@ async fn stale_presence_expires_with_a_leave_broadcast() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_of_a_closed_connection_leaves_at_once() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn presence_of_a_closed_connection_leaves_at_once(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.send(MessageType::AwarenessSubscribe, json!({ "documentId": "room:aw" })).await;
@@ -882,9 +902,8 @@ async fn presence_of_a_closed_connection_leaves_at_once() {
 /// A subscriber that stops reading and never reads again, its connection left open, is closed
 /// once its socket has taken no bytes for `limits.write_stall_timeout_secs`, and counted. (Its
 /// queue overflows first, which counts it as lagged; the close frame it is owed cannot reach it.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscriber_that_never_reads_again_is_closed_and_counted() {
-    let db = TestDatabase::new(Kind::Sqlite).await;
+async fn a_subscriber_that_never_reads_again_is_closed_and_counted(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
     let mut config = test_config(&db);
     crate::helpers::stall_limits(&mut config);
     // Room for ten of the writer's own 100 KB deltas, which it reads as they come.
@@ -913,9 +932,8 @@ async fn a_subscriber_that_never_reads_again_is_closed_and_counted() {
 // ---------------------------------------------------------------------------------------------
 // Heartbeat, JSON text framing, chunks
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ping_gets_pong_at_once() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn ping_gets_pong_at_once(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     a.send(MessageType::Ping, json!({})).await;
     let pong = a.take("pong", |_| true).await;
@@ -928,9 +946,8 @@ async fn ping_gets_pong_at_once() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_text_frames_get_json_text_replies() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn json_text_frames_get_json_text_replies(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let ts = now_ms();
     a.send_text(
@@ -997,9 +1014,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delta_batch_chunks_are_reassembled_into_one_frame() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn delta_batch_chunks_are_reassembled_into_one_frame(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.subscribe("room:chunks").await;
@@ -1034,9 +1050,8 @@ async fn delta_batch_chunks_are_reassembled_into_one_frame() {
 /// Chunks are held until their set is complete: all of a connection's unfinished sets together
 /// may hold no more than one message (`max_message_bytes`), so a set that never ends is refused
 /// with `Message too large` instead of being buffered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunk_sets_are_refused_once_they_pass_the_message_size_limit() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.max_message_bytes = 1000).await;
+async fn chunk_sets_are_refused_once_they_pass_the_message_size_limit(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.max_message_bytes = 1000).await;
     let mut a = Client::connect(&app).await;
     let piece = base64(&[b'x'; 400]);
     for index in 0..2 {
@@ -1067,9 +1082,8 @@ async fn chunk_sets_are_refused_once_they_pass_the_message_size_limit() {
 // ---------------------------------------------------------------------------------------------
 // Errors: exact texts, and the socket stays open
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_frames_get_invalid_message_format_and_the_socket_stays_open() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn malformed_frames_get_invalid_message_format_and_the_socket_stays_open(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     let bad_json = encode_frame(MessageType::Subscribe, now_ms(), "{\"documentId\":");
     let mut overrun = encode_frame(MessageType::Subscribe, now_ms(), r#"{"documentId":"x"}"#);
@@ -1102,9 +1116,8 @@ async fn malformed_frames_get_invalid_message_format_and_the_socket_stays_open()
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_error_text_of_the_contract_and_the_socket_stays_open() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn every_error_text_of_the_contract_and_the_socket_stays_open(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
 
     // A server-only type from a client.
@@ -1148,9 +1161,8 @@ async fn every_error_text_of_the_contract_and_the_socket_stays_open() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_messages_are_refused_with_the_configured_limit() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.max_message_bytes = 1000).await;
+async fn oversized_messages_are_refused_with_the_configured_limit(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.max_message_bytes = 1000).await;
     let mut a = Client::connect(&app).await;
     let mut b = Client::connect(&app).await;
     b.subscribe("room:big").await;
@@ -1175,9 +1187,8 @@ async fn oversized_messages_are_refused_with_the_configured_limit() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_the_rate_messages_are_dropped_with_rate_limit_exceeded() {
-    let app = app_with(Kind::Sqlite, |c| c.limits.messages_per_second = 5).await;
+async fn over_the_rate_messages_are_dropped_with_rate_limit_exceeded(kind: Kind) {
+    let app = app_with(kind, |c| c.limits.messages_per_second = 5).await;
     let mut a = Client::connect(&app).await;
     let sent = 60;
     for i in 0..sent {
@@ -1200,14 +1211,13 @@ async fn over_the_rate_messages_are_dropped_with_rate_limit_exceeded() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_whitelist_is_off_by_default_and_can_be_enabled() {
-    let app = spawn_app(Kind::Sqlite).await;
+async fn the_demo_whitelist_is_off_by_default_and_can_be_enabled(kind: Kind) {
+    let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
     assert_eq!(a.subscribe("doc-1").await["documentId"], "doc-1");
     app.stop().await;
 
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.document_whitelist = true).await;
+    let app = app_with(kind, |c| c.protocols.synckit.document_whitelist = true).await;
     let mut a = Client::connect(&app).await;
     a.send(MessageType::Subscribe, json!({ "documentId": "doc-1" })).await;
     assert_eq!(a.error().await["error"], "Access denied to this document");
@@ -1220,9 +1230,8 @@ async fn the_demo_whitelist_is_off_by_default_and_can_be_enabled() {
 // ---------------------------------------------------------------------------------------------
 // Auth
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anonymous_sockets_work_at_once_and_auth_without_token_says_anonymous() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = true).await;
+async fn anonymous_sockets_work_at_once_and_auth_without_token_says_anonymous(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.allow_anonymous = true).await;
     let mut a = Client::connect(&app).await;
     a.silent_for(300).await;
     a.send(MessageType::Auth, json!({})).await;
@@ -1254,9 +1263,8 @@ async fn anonymous_sockets_work_at_once_and_auth_without_token_says_anonymous() 
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_anonymous_access_a_token_is_needed() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = false).await;
+async fn without_anonymous_access_a_token_is_needed(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.allow_anonymous = false).await;
 
     // No token: every document message is refused, the socket stays open.
     let mut a = Client::connect(&app).await;
@@ -1306,9 +1314,8 @@ async fn without_anonymous_access_a_token_is_needed() {
 
 /// Without anonymous access, a socket that never sends `auth` is closed at the deadline with the
 /// error and close of an `auth` without a token; sockets that authenticate stay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_socket_that_does_not_authenticate_in_time_is_closed_with_auth_required() {
-    let app = app_with(Kind::Sqlite, |c| {
+async fn a_socket_that_does_not_authenticate_in_time_is_closed_with_auth_required(kind: Kind) {
+    let app = app_with(kind, |c| {
         c.protocols.synckit.allow_anonymous = false;
         c.limits.auth_deadline_secs = 1;
     })
@@ -1337,9 +1344,8 @@ async fn a_socket_that_does_not_authenticate_in_time_is_closed_with_auth_require
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_get_auth_error_and_close_1008() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = false).await;
+async fn bad_tokens_get_auth_error_and_close_1008(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.allow_anonymous = false).await;
     let expired = token(json!({
         "userId": "u", "permissions": { "canRead": ["*"], "canWrite": ["*"], "isAdmin": false }, "exp": now_ms() / 1000 - 3600,
     }));
@@ -1364,9 +1370,8 @@ async fn bad_tokens_get_auth_error_and_close_1008() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_without_permissions_authenticates_but_may_do_nothing() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = false).await;
+async fn a_token_without_permissions_authenticates_but_may_do_nothing(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.allow_anonymous = false).await;
     let bare = token(json!({ "userId": "refresh-only", "exp": in_one_hour() }));
     let mut a = Client::connect(&app).await;
     a.send(MessageType::Auth, json!({ "token": bare })).await;
@@ -1385,9 +1390,8 @@ async fn a_token_without_permissions_authenticates_but_may_do_nothing() {
 // ---------------------------------------------------------------------------------------------
 // RBAC
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_and_reads_are_checked_per_document() {
-    let app = app_with(Kind::Sqlite, |c| c.protocols.synckit.allow_anonymous = false).await;
+async fn writes_and_reads_are_checked_per_document(kind: Kind) {
+    let app = app_with(kind, |c| c.protocols.synckit.allow_anonymous = false).await;
     let admin = token(
         json!({ "userId": "root", "permissions": { "canRead": [], "canWrite": [], "isAdmin": true }, "exp": in_one_hour() }),
     );
@@ -1555,9 +1559,8 @@ crate::on_both_backends!(a_document_loads_from_snapshot_and_tail_after_restarts)
 // ---------------------------------------------------------------------------------------------
 // HTTP: /auth/verify and /auth/me
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_verify_and_me() {
-    let app = app_with(Kind::Sqlite, |_| {}).await;
+async fn auth_verify_and_me(kind: Kind) {
+    let app = app_with(kind, |_| {}).await;
     let http = reqwest::Client::new();
     let good = user_token("u-7", &["doc-*"], &["doc-1"]);
     let exp = {
