@@ -4,7 +4,7 @@
 //! wait forever once the kernel's buffers are full: a WebSocket's writer, a live event stream, a
 //! large HTTP response. Queues bound what piles up behind it, but the connection would live on.
 //! Only the socket knows whether the client still takes bytes, so every accepted connection is
-//! wrapped in a [`StallGuard`]: when a write has found the socket full and the socket then
+//! wrapped in a [`StallGuard`] (in `accept::serve`): when a write has found the socket full and the socket then
 //! accepts no byte for `limits.write_stall_timeout_secs`, the write (and any read) fails, the
 //! connection closes, and it is counted as a slow consumer (`reason="stalled"`).
 //!
@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep, sleep_until};
 
@@ -41,11 +40,6 @@ pub struct StallGuard<Io> {
 impl<Io> StallGuard<Io> {
     pub fn new(io: Io, timeout: Duration, metrics: Metrics) -> StallGuard<Io> {
         StallGuard { io, timeout, deadline: None, waiting: false, stalled: false, reader: None, metrics }
-    }
-
-    /// Wraps every connection `listener` accepts.
-    pub fn listener<L: Listener<Io = Io>>(listener: L, timeout: Duration, metrics: Metrics) -> GuardedListener<L> {
-        GuardedListener { inner: listener, timeout, metrics }
     }
 
     fn stalled_error() -> io::Error {
@@ -138,27 +132,6 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for StallGuard<Io> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A listener whose connections are [`StallGuard`]s.
-pub struct GuardedListener<L> {
-    inner: L,
-    timeout: Duration,
-    metrics: Metrics,
-}
-
-impl<L: Listener> Listener for GuardedListener<L> {
-    type Io = StallGuard<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = self.inner.accept().await;
-        (StallGuard::new(io, self.timeout, self.metrics.clone()), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
     }
 }
 
