@@ -3,10 +3,10 @@
 //! A client that keeps its TCP connection open but reads nothing makes every write to its socket
 //! wait forever once the kernel's buffers are full: a WebSocket's writer, a live event stream, a
 //! large HTTP response. Queues bound what piles up behind it, but the connection would live on.
-//! Only the socket knows whether the client still takes bytes, so every accepted connection is
-//! wrapped in a [`StallGuard`] (in `accept::serve`): when a write has found the socket full and the socket then
-//! accepts no byte for `limits.write_stall_timeout_secs`, the write (and any read) fails, the
-//! connection closes, and it is counted as a slow consumer (`reason="stalled"`).
+//! Only the socket knows whether the client still takes bytes, so `accept::serve` wraps every
+//! accepted connection in a [`StallGuard`]: when a write has found the socket full and the
+//! socket then accepts no byte for `limits.write_stall_timeout_secs`, the write (and any read)
+//! fails, the connection closes, and it is counted as a slow consumer (`reason="stalled"`).
 //!
 //! Progress, not duration, is what counts: a slow client that takes a large frame bit by bit
 //! keeps resetting the deadline. The timer runs only while a write waits, so an idle connection
