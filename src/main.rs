@@ -98,7 +98,7 @@ enum ExportFormat {
     Ndjson,
 }
 
-/// `30s`, `15m`, `24h`, `7d` (or plain seconds) as seconds.
+/// `30s`, `15m`, `24h`, `7d`, `2w`, `1y` (or plain seconds) as seconds. A year is 365 days.
 fn parse_ttl(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -108,7 +108,9 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+        "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h, d, w or y")),
     };
     number.checked_mul(scale).filter(|s| *s > 0).ok_or_else(|| format!("{text:?} is not a positive duration"))
 }
@@ -225,9 +227,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("warning: {warning}");
             }
             for store in &report.stores {
+                let outcome = match store.outcome {
+                    junction::import_d1::StoreOutcome::Imported => "imported",
+                    junction::import_d1::StoreOutcome::Unchanged => "unchanged",
+                    junction::import_d1::StoreOutcome::WouldImport => "would import",
+                };
                 eprintln!(
-                    "{:<12} {:?} ({} events, storeId from {}, backendId {}) from {}",
-                    format!("{:?}", store.outcome).to_lowercase(),
+                    "{outcome:<12} {:?} ({} events, storeId from {}, backendId {}) from {}",
                     store.store_id,
                     store.events,
                     store.store_id_from,
@@ -289,5 +295,22 @@ async fn healthcheck(url: &str) -> anyhow::Result<()> {
     } else {
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
         bail!("not ready: {status_line} {body}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn token_lifetimes_from_seconds_to_years() {
+        for (text, seconds) in [("90", 90), ("30s", 30), ("15m", 900), ("24h", 86_400), ("7d", 604_800)] {
+            assert_eq!(parse_ttl(text), Ok(seconds), "{text}");
+        }
+        assert_eq!(parse_ttl("2w"), Ok(14 * 86_400));
+        assert_eq!(parse_ttl("1y"), Ok(365 * 86_400));
+        for bad in ["", "soon", "0h", "5x", "-1d", "99999999999999999999y"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
     }
 }

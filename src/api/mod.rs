@@ -160,8 +160,12 @@ struct Page {
 
 async fn list_stores(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {
     let after = StoreId(page.after.unwrap_or(0).min(i64::MAX as u64) as i64);
-    let stores = state.log.list_stores(after, limit(page.limit)?).await?;
-    let next = stores.last().map(|s| s.id);
+    let limit = limit(page.limit)?;
+    // One more than asked tells whether another page follows; the last page has no next_after.
+    let mut stores = state.log.list_stores(after, limit.saturating_add(1)).await?;
+    let more = stores.len() > limit as usize;
+    stores.truncate(limit as usize);
+    let next = stores.last().filter(|_| more).map(|s| s.id);
     let stores: Vec<_> = stores.iter().map(store_json).collect();
     Ok(axum::Json(json!({"stores": stores, "next_after": next})).into_response())
 }

@@ -70,6 +70,7 @@ async fn stores_events_changes_and_reset(kind: Kind) {
     let (_, next) = get(&app, &format!("/v1/stores?after={}", body["next_after"])).await;
     assert_eq!(next["stores"].as_array().unwrap().len(), 1);
     assert_eq!(next["stores"][0]["name"], "notes/with slash");
+    assert!(next["next_after"].is_null(), "the last page has no next_after: {next}");
 
     let (status, events) = get(&app, "/v1/stores/livestore:todos/events?after=1&limit=2").await;
     assert_eq!(status, 200);
