@@ -508,6 +508,28 @@ impl Config {
         .map(|(name, _)| name)
         .collect()
     }
+
+    /// Names of the enabled protocols that no client can get into: anonymous access off, and no
+    /// key to check a token with (nor, for LiveStore, a static token). For the start-up warning.
+    pub fn locked_protocols(&self) -> Vec<&'static str> {
+        let protocols = &self.protocols;
+        let jwt = !self.auth.jwt_secret.is_empty() || !self.auth.jwt_public_key.is_empty();
+        [
+            ("synckit", protocols.synckit.enabled && !protocols.synckit.allow_anonymous && !jwt),
+            (
+                "livestore",
+                protocols.livestore.enabled
+                    && !protocols.livestore.allow_anonymous
+                    && !jwt
+                    && protocols.livestore.tokens.is_empty(),
+            ),
+            ("pocket", protocols.pocket.enabled && !protocols.pocket.allow_anonymous && !jwt),
+        ]
+        .into_iter()
+        .filter(|(_, locked)| *locked)
+        .map(|(name, _)| name)
+        .collect()
+    }
 }
 
 /// One line per problem, each naming the key (as `config.toml` spells it) and the source.
@@ -536,6 +558,21 @@ const RESERVED_PATHS: &[&str] = &["/health", "/health/ready", "/metrics"];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocols_nobody_can_enter_are_named() {
+        let mut config = Config::default();
+        assert!(config.locked_protocols().is_empty(), "anonymous access is on by default");
+        config.protocols.synckit.allow_anonymous = false;
+        config.protocols.livestore.allow_anonymous = false;
+        config.protocols.pocket.allow_anonymous = false;
+        assert_eq!(config.locked_protocols(), ["synckit", "livestore", "pocket"]);
+        config.protocols.livestore.tokens = vec!["t".into()];
+        config.protocols.pocket.enabled = false;
+        assert_eq!(config.locked_protocols(), ["synckit"]);
+        config.auth.jwt_secret = "s".into();
+        assert!(config.locked_protocols().is_empty());
+    }
 
     fn with_toml(toml: &str) -> Result<Config, ConfigError> {
         Config::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))

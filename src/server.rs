@@ -152,6 +152,15 @@ impl Server {
                  protocols' data. Set allow_anonymous = false in [protocols.*] for production."
             );
         }
+        let locked = state.config.locked_protocols();
+        if !locked.is_empty() {
+            tracing::warn!(
+                protocols = ?locked,
+                "NOBODY CAN CONNECT to these protocols: anonymous access is off and there is no way to \
+                 authenticate. Set auth.jwt_secret or auth.jwt_public_key (or protocols.livestore.tokens), \
+                 or allow_anonymous = true."
+            );
+        }
         tracing::info!(
             address = %listener.local_addr()?,
             store = state.log.backend_kind(),
