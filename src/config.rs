@@ -30,7 +30,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address and port to listen on. Port 0 picks a free port (tests use it).
+    /// Address and port to listen on. Port 0 picks a free port (tests use it). A host name
+    /// (`localhost:8787`) is resolved when the configuration is read.
+    #[serde(deserialize_with = "socket_address")]
     pub listen: SocketAddr,
     /// Seconds that shutdown waits for connections and in-flight appends before giving up.
     pub shutdown_grace_secs: u64,
@@ -532,6 +534,19 @@ impl Config {
     }
 }
 
+/// `127.0.0.1:8787`, `[::1]:8787` or `host:port`, resolved to the first address the name has.
+fn socket_address<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(deserializer)?;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| serde::de::Error::custom(format!("{text:?} is not an address and port: {error}")))?;
+    addresses.next().ok_or_else(|| serde::de::Error::custom(format!("{text:?} resolves to no address")))
+}
+
 /// One line per problem, each naming the key (as `config.toml` spells it) and the source.
 fn describe_figment_error(error: &figment::Error) -> String {
     error
@@ -583,6 +598,15 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let parsed: Config = Figment::from(Toml::string(&text)).extract().unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn listen_takes_a_host_name() {
+        let config = with_toml("[server]\nlisten = \"localhost:8787\"\n").unwrap();
+        assert!(config.server.listen.ip().is_loopback(), "{}", config.server.listen);
+        assert_eq!(config.server.listen.port(), 8787);
+        let err = with_toml("[server]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
     }
 
     #[test]
