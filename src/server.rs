@@ -210,6 +210,15 @@ async fn connect_store(config: &Config) -> anyhow::Result<Backend> {
     let backend = Backend::connect(&config.store).await.context("connecting to the store")?;
     if config.store.migrate_on_start {
         backend.migrate().await.context("applying migrations")?;
+    } else {
+        // Serving on a database without its tables would fail every request while looking ready.
+        let pending = backend.pending_migrations().await.context("reading the applied migrations")?;
+        anyhow::ensure!(
+            pending.is_empty(),
+            "the database lacks {} migration(s) ({}) and store.migrate_on_start is false: run `junction migrate`",
+            pending.len(),
+            pending.join(", ")
+        );
     }
     Ok(backend)
 }

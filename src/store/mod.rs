@@ -98,6 +98,11 @@ impl Backend {
         dispatch!(self, store => store.migrate().await)
     }
 
+    /// The embedded migrations the database has not applied (`version description` each).
+    pub async fn pending_migrations(&self) -> StoreResult<Vec<String>> {
+        dispatch!(self, store => store.pending_migrations().await)
+    }
+
     /// The id of the store, registering it (and creating its table) on first use.
     pub async fn ensure_store(&self, key: &StoreKey) -> StoreResult<StoreId> {
         dispatch!(self, store => store.ensure_store(key).await)
@@ -179,6 +184,15 @@ impl Backend {
     pub async fn close(&self) {
         dispatch!(self, store => store.close().await)
     }
+}
+
+/// The migrations of `migrator` whose version is not in `applied`.
+fn not_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<String> {
+    migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect()
 }
 
 /// A protocol's folded state of one store up to `seq` (see migrations: `snapshots`).

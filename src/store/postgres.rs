@@ -59,6 +59,18 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await
     }
 
+    pub async fn pending_migrations(&self) -> StoreResult<Vec<String>> {
+        // No table yet reads as nothing applied.
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .or_else(|error| match &error {
+                sqlx::Error::Database(e) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+                _ => Err(error),
+            })?;
+        Ok(super::not_applied(&sqlx::migrate!("./migrations/postgres"), &applied))
+    }
+
     pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM stores WHERE protocol = $1 AND name = $2")
             .bind(key.protocol.as_str())

@@ -126,6 +126,22 @@ impl SqliteStore {
         moved
     }
 
+    pub async fn pending_migrations(&self) -> StoreResult<Vec<String>> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_optional(&self.readers)
+                .await?;
+        let applied: Vec<i64> = match table {
+            Some(_) => {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&self.readers)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok(super::not_applied(&sqlx::migrate!("./migrations/sqlite"), &applied))
+    }
+
     pub async fn find_store(&self, key: &StoreKey) -> StoreResult<Option<StoreId>> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM stores WHERE protocol = ? AND name = ?")
             .bind(key.protocol.as_str())

@@ -19,7 +19,10 @@ use crate::on_both_backends;
 /// The migration that replaced the per-store tables.
 const ONE_EVENTS_TABLE: i64 = 20261124000001;
 
-on_both_backends!(per_store_tables_are_moved_into_the_events_table);
+on_both_backends!(
+    an_unmigrated_database_is_refused_when_not_migrating_on_start,
+    per_store_tables_are_moved_into_the_events_table
+);
 
 async fn per_store_tables_are_moved_into_the_events_table(kind: Kind) {
     let db = TestDatabase::new(kind).await;
@@ -127,4 +130,24 @@ async fn execute(kind: Kind, url: &str, old: Option<&Migrator>, statements: &[&s
         Kind::Postgres => run_on!(PgConnection::connect(url)),
     }
     outcomes
+}
+
+/// With `migrate_on_start = false`, a database without the migrations stops the start with the
+/// command to run, rather than serving requests that would all fail; once migrated, it starts.
+async fn an_unmigrated_database_is_refused_when_not_migrating_on_start(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.store.migrate_on_start = false;
+    let error = match junction::server::Server::build(config.clone()).await {
+        Ok(_) => panic!("served an unmigrated database"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("run `junction migrate`"), "{error}");
+    let backend = junction::store::Backend::connect(&config.store).await.unwrap();
+    backend.migrate().await.unwrap();
+    assert!(backend.pending_migrations().await.unwrap().is_empty());
+    backend.close().await;
+    let app = spawn_app_with(config, db).await;
+    app.log.append(&key("migrated"), at_head(1)).await.unwrap();
+    app.stop().await;
 }
