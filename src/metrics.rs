@@ -32,6 +32,7 @@ struct Inner {
     auth_expiries: Family<ProtocolLabel, Counter>,
     fanout: FanOutMetrics,
     resident_memory: Gauge,
+    redis_up: Gauge,
 }
 
 /// What the Redis fan-out did; all zero on a single instance.
@@ -201,6 +202,13 @@ impl Metrics {
             "Resident memory of the Junction process (Linux; read when /metrics is scraped)",
             resident_memory.clone(),
         );
+        let redis_up = Gauge::default();
+        registry.register(
+            "redis_up",
+            "1 while Redis carries the fan-out, 0 while it is unreachable and the change log does \
+             (only with Redis configured; read when /metrics is scraped)",
+            redis_up.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 fanout,
@@ -216,6 +224,7 @@ impl Metrics {
                 slow_consumer_disconnects,
                 auth_expiries,
                 resident_memory,
+                redis_up,
             }),
         }
     }
@@ -282,6 +291,10 @@ impl Metrics {
 
     pub fn fanout_recovered(&self, batches: usize) {
         self.inner.fanout.recovered_from_change_log.inc_by(batches as u64);
+    }
+
+    pub fn set_redis_up(&self, up: bool) {
+        self.inner.redis_up.set(i64::from(up));
     }
 
     /// The registry in the Prometheus / OpenMetrics text format.

@@ -24,7 +24,7 @@
 //!   fills whatever committed before the *previous* check has still not arrived;
 //! - while Redis is unreachable, every `redis.poll_interval_ms` it fills everything up to the
 //!   current head: local clients keep being served, remote writes arrive with poll latency, and
-//!   `/health/ready` says not ready;
+//!   `/health/ready` reports Redis as degraded (the instance stays ready);
 //! - right after (re)subscribing it fills up to the head read *after* the subscription took
 //!   effect: anything committed later is published later, so reaches the subscription.
 //!

@@ -63,11 +63,14 @@ async fn liveness() -> Response {
     ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], axum::Json(json!({"status": "ok"}))).into_response()
 }
 
-/// Ready when the store answers and the fan-out is healthy. The body names what fails; the
-/// details go to the log, not to whoever asks.
+/// Ready when the store answers. Redis is reported but does not decide: without it an instance
+/// still serves every client correctly (the change log carries what other instances commit), and
+/// answering 503 would make a load balancer drain every instance at once. The body names what
+/// fails or is degraded; the details go to the log, not to whoever asks.
 async fn readiness(State(state): State<AppState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
+    let mut degraded: Vec<&str> = Vec::new();
     match tokio::time::timeout(Duration::from_secs(2), state.log.ping()).await {
         Ok(Ok(())) => {
             checks.insert("store".into(), json!("ok"));
@@ -91,20 +94,24 @@ async fn readiness(State(state): State<AppState>) -> Response {
             checks.insert("redis".into(), json!("ok"));
         }
         Some(problem) => {
-            tracing::warn!(%problem, "readiness: redis is failing");
-            failing.push("redis");
-            checks.insert("redis".into(), json!("failing"));
+            tracing::warn!(%problem, "readiness: redis is unreachable; serving through the change log");
+            degraded.push("redis");
+            checks.insert("redis".into(), json!("degraded"));
         }
     }
     if failing.is_empty() {
-        (StatusCode::OK, axum::Json(json!({"status": "ready", "checks": checks}))).into_response()
+        let body = json!({"status": "ready", "degraded": degraded, "checks": checks});
+        (StatusCode::OK, axum::Json(body)).into_response()
     } else {
-        let body = json!({"status": "not ready", "failing": failing, "checks": checks});
+        let body = json!({"status": "not ready", "failing": failing, "degraded": degraded, "checks": checks});
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.config.redis.url.is_empty() {
+        state.metrics.set_redis_up(state.redis_problem().await.is_none());
+    }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }

@@ -181,10 +181,16 @@ impl Instance {
     }
 
     /// Waits until `/health/ready` answers `ready` (200) or not (503).
-    pub async fn await_readiness(&self, ready: bool) {
-        let expected = if ready { 200 } else { 503 };
-        let what = format!("{} to report {}", self.addr, if ready { "ready" } else { "not ready" });
-        eventually(Duration::from_secs(20), &what, || async { self.readiness().await.0 == expected }).await;
+    /// Waits until the instance is ready with Redis `ok` (`redis_up`) or `degraded`. It stays
+    /// ready (200) either way: without Redis it serves through the change log.
+    pub async fn await_redis(&self, redis_up: bool) {
+        let expected = if redis_up { "ok" } else { "degraded" };
+        let what = format!("{} to report redis {expected}", self.addr);
+        eventually(Duration::from_secs(20), &what, || async {
+            let (status, body) = self.readiness().await;
+            status == 200 && body["checks"]["redis"] == expected
+        })
+        .await;
     }
 
     /// A counter from `/metrics` (0 when absent).

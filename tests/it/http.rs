@@ -33,7 +33,10 @@ async fn liveness_and_readiness_on_sqlite() {
     let ready = reqwest::get(app.url("/health/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"status": "ready", "checks": {"store": "ok", "redis": "not configured"}}));
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "degraded": [], "checks": {"store": "ok", "redis": "not configured"}})
+    );
     app.stop().await;
 }
 
@@ -48,19 +51,23 @@ async fn readiness_on_postgres() {
 }
 
 #[tokio::test]
-async fn readiness_names_an_unreachable_redis() {
+async fn an_unreachable_redis_is_reported_degraded_and_the_instance_stays_ready() {
     let db = TestDatabase::new(Kind::Sqlite).await;
     let mut config = test_config(&db);
     // A port nothing listens on: bind one, then free it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     config.redis.url = format!("redis://127.0.0.1:{port}");
     let app = spawn_app_with(config, db).await;
+    // Still ready: the instance serves its clients through the change log; Redis is degraded.
     let ready = reqwest::get(app.url("/health/ready")).await.unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["status"], "not ready");
-    assert_eq!(body["failing"], serde_json::json!(["redis"]));
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["degraded"], serde_json::json!(["redis"]));
+    assert_eq!(body["checks"]["redis"], "degraded");
     assert_eq!(body["checks"]["store"], "ok");
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "junction_redis_up 0"), "{metrics}");
     // The liveness probe does not depend on Redis.
     assert_eq!(reqwest::get(app.url("/health")).await.unwrap().status(), 200);
     app.stop().await;
