@@ -315,9 +315,20 @@ impl EventLog {
         let empty = info.head == SeqNum::ROOT && info.event_count == 0;
         if !empty {
             let same_id = backend_id.is_none_or(|b| b == info.backend_id);
-            if same_id && info.head == head && info.event_count == events.len() as u64 {
-                return Ok(RestoreOutcome::Unchanged);
-            }
+            let difference = if !same_id {
+                Some(format!("backend id {} here, {} in the import", info.backend_id, backend_id.unwrap_or("")))
+            } else if info.head != head || info.event_count != events.len() as u64 {
+                Some(format!(
+                    "{} events up to seq {} here, {} up to seq {head} in the import",
+                    info.event_count,
+                    info.head,
+                    events.len()
+                ))
+            } else {
+                self.first_difference(id, &events).await?
+            };
+            let Some(difference) = difference else { return Ok(RestoreOutcome::Unchanged) };
+            tracing::warn!(store = %key.name, protocol = key.protocol.as_str(), %difference, "the store holds another history");
             if !replace {
                 return Ok(RestoreOutcome::Conflict);
             }
@@ -331,6 +342,40 @@ impl EventLog {
             }
             // Someone appended between the check and the restore.
             Restored::NotEmpty => Ok(RestoreOutcome::Conflict),
+        }
+    }
+
+    /// Where the store's events first differ from `events` (same count and head), in words; `None`
+    /// when every event is the same: seq, parent, name, args byte for byte, client and session
+    /// ids, and time.
+    async fn first_difference(&self, id: StoreId, events: &[Event]) -> Result<Option<String>, EventLogError> {
+        let mut after = SeqNum::ROOT;
+        let mut given = events.iter();
+        loop {
+            let page = self.inner.backend.read(id, after, self.inner.options.catch_up_page.max(256)).await?;
+            let Some(last) = page.last() else { return Ok(None) };
+            after = last.seq;
+            for stored in &page {
+                let Some(imported) = given.next() else { return Ok(Some("more events here".into())) };
+                let field = if stored.seq != imported.seq {
+                    "seq"
+                } else if stored.parent_seq != imported.parent_seq {
+                    "parent"
+                } else if stored.body.name != imported.body.name {
+                    "name"
+                } else if stored.body.args.get() != imported.body.args.get() {
+                    "args"
+                } else if stored.body.client_id != imported.body.client_id
+                    || stored.body.session_id != imported.body.session_id
+                {
+                    "client or session id"
+                } else if stored.created_at != imported.created_at {
+                    "time"
+                } else {
+                    continue;
+                };
+                return Ok(Some(format!("the event at seq {} differs in its {field}", stored.seq)));
+            }
         }
     }
 
