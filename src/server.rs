@@ -164,6 +164,7 @@ impl Server {
         tracing::info!(
             address = %listener.local_addr()?,
             store = state.log.backend_kind(),
+            location = %state.log.backend_location(),
             fanout = if state.redis.is_some() { "redis" } else { "local" },
             "junction is listening"
         );

@@ -149,6 +149,11 @@ impl EventLog {
         self.inner.backend.kind()
     }
 
+    /// Where the store's data lives (see [`Backend::location`]).
+    pub fn backend_location(&self) -> String {
+        self.inner.backend.location()
+    }
+
     pub fn fanout(&self) -> &Arc<dyn FanOut> {
         &self.inner.fanout
     }

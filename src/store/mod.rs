@@ -87,6 +87,15 @@ impl Backend {
         }
     }
 
+    /// Where the data lives, for the log: the SQLite file's absolute path, or Postgres's
+    /// host, port and database (never the password).
+    pub fn location(&self) -> String {
+        match self {
+            Backend::Sqlite(store) => store.location(),
+            Backend::Postgres(store) => store.location(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Backend::Sqlite(_) => "sqlite",

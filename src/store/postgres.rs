@@ -29,6 +29,8 @@ use crate::eventlog::{
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// `host:port/database`, for the log.
+    location: String,
 }
 
 impl PostgresStore {
@@ -47,16 +49,22 @@ impl PostgresStore {
             Ok(Err(other)) => return Err(other.into()),
             Err(_) => return Err(unreachable(format!("no answer within {} ms", config.timeout_ms))),
         }
+        let location =
+            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(timeout)
             .connect_with(options)
             .await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, location })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await
+    }
+
+    pub fn location(&self) -> String {
+        self.location.clone()
     }
 
     pub async fn pending_migrations(&self) -> StoreResult<Vec<String>> {

@@ -104,6 +104,12 @@ impl SqliteStore {
         Ok(SqliteStore { writer: Mutex::new(Some(writer)), writer_options: Box::new(options), readers })
     }
 
+    /// The database file's absolute path (a relative one is relative to the working directory).
+    pub fn location(&self) -> String {
+        let file = self.writer_options.get_filename();
+        std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display().to_string()
+    }
+
     /// The writer connection, opened anew if the last write failed.
     async fn writer(&self) -> StoreResult<Writer<'_>> {
         let mut slot = self.writer.lock().await;

@@ -87,6 +87,8 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "exit status {status}; log:\n{}", lines.join("\n"));
     let log = lines.join("\n");
     assert!(log.contains("junction is listening"), "{log}");
+    let database = db.url.trim_start_matches("sqlite://");
+    assert!(log.contains(&format!(r#""location":"{database}""#)), "the store's path is logged: {log}");
     assert!(log.contains("ANONYMOUS ACCESS IS ON"), "the default config warns loudly: {log}");
     assert!(log.contains("shutdown complete"), "{log}");
     assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "log.format = json: {log}");
@@ -129,4 +131,43 @@ fn token_mints_a_jwt_that_junction_accepts() {
         .output()
         .unwrap();
     assert!(!output.status.success(), "a bad --ttl is refused");
+}
+
+/// The default store is a path relative to the working directory: the log says which file that
+/// made, as an absolute path. The reader of the log stops there and closes the pipe, as
+/// `junction 2>&1 | head -1` would: SIGTERM must still stop Junction.
+#[tokio::test]
+async fn a_relative_sqlite_path_is_logged_absolute_and_sigterm_works_with_a_closed_log_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
+        .env("JUNCTION_STORE__URL", "sqlite://data/relative.db")
+        .env("JUNCTION_LOG__FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("junction is listening"))
+    });
+    let listening = lines.join().unwrap().expect("junction logs that it listens");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("junction ignored SIGTERM with its log pipe closed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let expected = std::fs::canonicalize(dir.path()).unwrap().join("data/relative.db");
+    let logged: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(logged["fields"]["location"].as_str(), Some(expected.to_str().unwrap()), "{listening}");
 }
