@@ -143,6 +143,9 @@ pub struct LimitsConfig {
     /// the network). Past it, producers wait for the socket, and a broadcast closes the
     /// connection as a slow consumer. A frame larger than this still goes, alone.
     pub ws_send_queue_bytes: usize,
+    /// Pulls that one LiveStore 0.4 WebSocket may have running at once (a client runs one live
+    /// pull per store); the next is refused with an error.
+    pub max_pulls_per_connection: usize,
     /// A connection (WebSocket, event stream or HTTP response) whose socket accepts no bytes for
     /// this many seconds while Junction has bytes to send is closed as a slow consumer: its
     /// client stopped reading.
@@ -282,6 +285,7 @@ impl Default for LimitsConfig {
             subscriber_queue: 1_024,
             subscriber_queue_bytes: 32 * 1024 * 1024,
             ws_send_queue_bytes: 16 * 1024 * 1024,
+            max_pulls_per_connection: 64,
             write_stall_timeout_secs: 30,
             ws_read_buffer_bytes: 2 * 1024,
             ws_write_buffer_bytes: 8 * 1024,
@@ -417,6 +421,9 @@ impl Config {
         }
         if self.limits.subscriber_queue_bytes == 0 {
             return invalid("limits.subscriber_queue_bytes", "must be at least 1");
+        }
+        if self.limits.max_pulls_per_connection == 0 {
+            return invalid("limits.max_pulls_per_connection", "must be at least 1");
         }
         if self.limits.ws_send_queue_bytes == 0 {
             return invalid("limits.ws_send_queue_bytes", "must be at least 1");

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, spawn_app, spawn_app_with, test_config};
 
 crate::on_both_backends!(
+    v04_pulls_per_connection_are_bounded,
     v03_ping_pull_push_and_echo_byte_for_byte,
     v03_stale_parent_gets_the_exact_error_and_writes_nothing,
     v03_pages_hold_100_events_and_count_what_remains,
@@ -647,5 +648,35 @@ async fn an_http_response_that_is_never_read_is_cut_off_and_counted(kind: Kind) 
         received += read;
     }
     assert!(received < 10 * 1024 * 1024, "cut off before the whole answer ({received} bytes)");
+    app.stop().await;
+}
+
+/// A 0.4 socket runs at most `limits.max_pulls_per_connection` pulls at once: the next gets an
+/// error, finished and interrupted pulls make room, and the socket stays usable.
+async fn v04_pulls_per_connection_are_bounded(kind: Kind) {
+    let db = TestDatabase::new(kind).await;
+    let mut config = test_config(&db);
+    config.limits.max_pulls_per_connection = 2;
+    let app = spawn_app_with(config, db).await;
+    let store = "bounded-pulls";
+    let mut client = WsClient::connect(&v04_url(&app, store)).await;
+    // A finished (non-live) pull holds nothing.
+    client.send(&pull04("0", store, false, None)).await;
+    assert_eq!(client.recv_json().await["_tag"], "Chunk");
+    assert_eq!(client.recv_json().await["_tag"], "Exit");
+    for id in ["1", "2"] {
+        client.send(&pull04(id, store, true, None)).await;
+        let first = client.recv_json().await;
+        assert_eq!((first["_tag"].as_str(), first["requestId"].as_str()), (Some("Chunk"), Some(id)));
+    }
+    client.send(&pull04("3", store, true, None)).await;
+    let refused = client.recv_json().await;
+    assert_eq!((refused["_tag"].as_str(), refused["requestId"].as_str()), (Some("Exit"), Some("3")), "{refused}");
+    assert_eq!(refused["exit"]["_tag"], "Failure", "{refused}");
+    assert!(refused.to_string().contains("too many pulls"), "{refused}");
+    client.send(r#"{"_tag":"Interrupt","requestId":"1"}"#).await;
+    client.send(&pull04("4", store, true, None)).await;
+    let first = client.recv_json().await;
+    assert_eq!((first["_tag"].as_str(), first["requestId"].as_str()), (Some("Chunk"), Some("4")), "{first}");
     app.stop().await;
 }

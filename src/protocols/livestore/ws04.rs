@@ -141,7 +141,18 @@ impl Connection {
                 self.fail(&request.id, SyncError::unknown("too many messages, please slow down")).await;
             }
             ClientMessage::Request(request) => match request.call {
-                RpcCall::Pull(args) => self.pull(request.id, args, pull_ended),
+                RpcCall::Pull(args) => {
+                    // Finished pulls leave; running ones are bounded, each holds a task and a feed.
+                    self.live_pulls.retain(|_, pull| !pull.is_finished());
+                    if self.live_pulls.len() >= self.state.config.limits.max_pulls_per_connection
+                        && !self.live_pulls.contains_key(&request.id)
+                    {
+                        let message = "too many pulls on this connection; interrupt one first";
+                        self.fail(&request.id, SyncError::unknown(message)).await;
+                    } else {
+                        self.pull(request.id, args, pull_ended);
+                    }
+                }
                 RpcCall::Push(args) => {
                     let exit = if args.store_id != self.params.store_id {
                         Exit::Failure(SyncError::unknown("storeId differs from the one the connection was opened for"))
