@@ -135,7 +135,8 @@ fn token_mints_a_jwt_that_junction_accepts() {
 
 /// The default store is a path relative to the working directory: the log says which file that
 /// made, as an absolute path. The reader of the log stops there and closes the pipe, as
-/// `junction 2>&1 | head -1` would: SIGTERM must still stop Junction.
+/// `junction 2>&1 | head -1` would: SIGTERM must still stop Junction (a log line it could not
+/// write used to panic the task waiting for the signal).
 #[tokio::test]
 async fn a_relative_sqlite_path_is_logged_absolute_and_sigterm_works_with_a_closed_log_pipe() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,4 +171,25 @@ async fn a_relative_sqlite_path_is_logged_absolute_and_sigterm_works_with_a_clos
     let expected = std::fs::canonicalize(dir.path()).unwrap().join("data/relative.db");
     let logged: serde_json::Value = serde_json::from_str(&listening).unwrap();
     assert_eq!(logged["fields"]["location"].as_str(), Some(expected.to_str().unwrap()), "{listening}");
+}
+
+/// Text logs written to a pipe (a file, journald, a log shipper) carry no colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listening = {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("junction is listening"))
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let listening = listening.expect("junction logs that it listens");
+    assert!(!listening.contains('\u{1b}'), "no ANSI escapes: {listening:?}");
 }
