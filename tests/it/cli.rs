@@ -193,3 +193,19 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
     let listening = listening.expect("junction logs that it listens");
     assert!(!listening.contains('\u{1b}'), "no ANSI escapes: {listening:?}");
 }
+
+/// A start that fails names each cause once (sqlx's errors repeat their source in their message).
+#[tokio::test]
+async fn a_missing_postgres_database_is_named_once() {
+    let server = std::env::var(crate::helpers::POSTGRES_ENV).expect("scripts/test.sh sets TEST_POSTGRES_URL");
+    let (base, _) = server.rsplit_once('/').unwrap();
+    let output = junction()
+        .env("JUNCTION_STORE__URL", format!("{base}/no_such_database"))
+        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(last.matches(r#"database "no_such_database" does not exist"#).count(), 1, "{stderr}");
+}
