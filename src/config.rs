@@ -561,7 +561,15 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".").to_lowercase();
-            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            // "from TOML file /etc/junction/config.toml", "from `JUNCTION_` environment variable(s)"
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (from {} {})", m.name, path.display()),
+                    _ => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
             if key.is_empty() {
                 format!("configuration: {}{source}", e.kind)
             } else {

@@ -29,6 +29,8 @@ fn a_bad_value_stops_junction_with_the_key_named() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("configuration key `server.port`: unknown field"), "{stderr}");
+    let file = std::fs::canonicalize(dir.path()).unwrap().join("config.toml");
+    assert!(stderr.contains(&format!("(from TOML file {})", file.display())), "the file is named: {stderr}");
 
     let output = junction().args(["--config", "missing.toml"]).current_dir(dir.path()).output().unwrap();
     assert!(!output.status.success());
