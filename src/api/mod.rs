@@ -1,4 +1,4 @@
-//! The event API: one HTTP view of everything every protocol wrote, for operators.
+//! The event API: one HTTP view of everything every protocol wrote, for operators and apps.
 //!
 //! - `GET /v1/stores?after=&limit=` — registered stores, in registry order;
 //! - `GET /v1/stores/{store}/events?after=&limit=` — a store's events after a seq;
@@ -11,8 +11,11 @@
 //! carriage return in the whitespace between tokens into a line feed: it has no way to carry one).
 //!
 //! `{store}` is `<protocol>:<name>` (`livestore:todos`), URL-encoded. Every endpoint needs
-//! `Authorization: Bearer <auth.admin_secret>` or a JWT whose claims say `isAdmin`. The OpenAPI
-//! document (`GET /v1/openapi.json`, no credentials needed) is [`openapi::document`].
+//! `Authorization: Bearer <credentials>`: the admin secret (`auth.admin_secret`) or an admin JWT
+//! (`isAdmin`) may do everything; an ordinary client JWT may list and read (pages and live)
+//! exactly the stores its `canRead` grants, and nothing else (the change log spans every store;
+//! reset is for operators). The OpenAPI document (`GET /v1/openapi.json`, no credentials needed)
+//! is [`openapi::document`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -28,6 +31,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Claims;
 use crate::eventlog::{ChangePos, Event, EventLogError, Protocol, SeqNum, StoreId, StoreInfo, StoreKey};
 use crate::server::AppState;
 
@@ -52,8 +56,12 @@ pub fn router() -> Router<AppState> {
 pub enum ApiError {
     #[error("missing or invalid credentials")]
     Unauthorized,
-    #[error("this token is not an admin token")]
-    Forbidden,
+    #[error(
+        "no credentials can be checked: set auth.admin_secret (and auth.jwt_secret or auth.jwt_public_key for client tokens)"
+    )]
+    NotConfigured,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     BadRequest(String),
     #[error("no such store")]
@@ -73,8 +81,8 @@ impl From<EventLogError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::NotConfigured => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable(error) => {
@@ -97,29 +105,57 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Proof that the request carries admin credentials.
-pub struct Admin {
-    /// The admin JWT's `exp` (`None` for the admin secret): a live stream ends there.
-    expires: Option<u64>,
+/// Who is asking, proven by the request's credentials: an admin, or a client token whose grants
+/// say which stores it may read.
+pub struct Caller {
+    /// `None` for the admin secret.
+    claims: Option<Claims>,
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl Caller {
+    fn is_admin(&self) -> bool {
+        self.claims.as_ref().is_none_or(|claims| claims.permissions.is_admin)
+    }
+
+    fn can_read(&self, key: &StoreKey) -> bool {
+        self.claims.as_ref().is_none_or(|claims| claims.can_read(&key.name))
+    }
+
+    fn admin_only(&self) -> Result<(), ApiError> {
+        if self.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs admin credentials")) }
+    }
+
+    fn may_read(&self, key: &StoreKey) -> Result<(), ApiError> {
+        if self.can_read(key) { Ok(()) } else { Err(ApiError::Forbidden("this token may not read this store")) }
+    }
+
+    /// The JWT's `exp` (`None` for the admin secret): a live stream ends there.
+    fn expires(&self) -> Option<u64> {
+        self.claims.as_ref().and_then(|claims| claims.exp)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let secret = &state.config.auth.admin_secret;
+        if secret.is_empty() && !state.tokens.is_configured() {
+            // Say why nothing gets in, to the caller and the log, rather than "invalid credentials".
+            tracing::warn!("event API request refused: auth.admin_secret is empty and no JWT key is configured");
+            return Err(ApiError::NotConfigured);
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let secret = &state.config.auth.admin_secret;
         if !secret.is_empty() && crate::auth::secret_matches(token, secret) {
-            return Ok(Admin { expires: None });
+            return Ok(Caller { claims: None });
         }
         match state.tokens.verify(token) {
-            Ok(claims) if claims.permissions.is_admin => Ok(Admin { expires: claims.exp }),
-            Ok(_) => Err(ApiError::Forbidden),
+            Ok(claims) => Ok(Caller { claims: Some(claims) }),
             Err(_) => Err(ApiError::Unauthorized),
         }
     }
@@ -158,7 +194,13 @@ struct Page {
     limit: Option<u32>,
 }
 
-async fn list_stores(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+/// A client token sees only the stores it may read: a page of the registry is filtered, so it
+/// may hold fewer than `limit` stores; `next_after` continues after the last one looked at.
+async fn list_stores(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
     let after = StoreId(page.after.unwrap_or(0).min(i64::MAX as u64) as i64);
     let limit = limit(page.limit)?;
     // One more than asked tells whether another page follows; the last page has no next_after.
@@ -166,17 +208,18 @@ async fn list_stores(_: Admin, State(state): State<AppState>, Query(page): Query
     let more = stores.len() > limit as usize;
     stores.truncate(limit as usize);
     let next = stores.last().filter(|_| more).map(|s| s.id);
-    let stores: Vec<_> = stores.iter().map(store_json).collect();
+    let stores: Vec<_> = stores.iter().filter(|s| caller.can_read(&s.key)).map(store_json).collect();
     Ok(axum::Json(json!({"stores": stores, "next_after": next})).into_response())
 }
 
 async fn read_events(
-    _: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(store): Path<String>,
     Query(page): Query<Page>,
 ) -> Result<Response, ApiError> {
     let key = parse_store(&store)?;
+    caller.may_read(&key)?;
     state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
     let events = state.log.read(&key, SeqNum(page.after.unwrap_or(0)), limit(page.limit)?).await?;
     Ok(axum::Json(EventsPage { events: &events }).into_response())
@@ -189,12 +232,22 @@ struct EventsPage<'a> {
     events: &'a [Event],
 }
 
-async fn read_changes(_: Admin, State(state): State<AppState>, Query(page): Query<Page>) -> Result<Response, ApiError> {
+async fn read_changes(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    caller.admin_only()?;
     let changes = state.log.read_changes(ChangePos(page.after.unwrap_or(0)), limit(page.limit)?).await?;
     Ok(axum::Json(json!({"changes": changes})).into_response())
 }
 
-async fn reset_store(_: Admin, State(state): State<AppState>, Path(store): Path<String>) -> Result<Response, ApiError> {
+async fn reset_store(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(store): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.admin_only()?;
     let key = parse_store(&store)?;
     state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
     let info = state.log.reset(&key).await?;
@@ -208,13 +261,14 @@ struct LiveQuery {
 }
 
 async fn live_events(
-    admin: Admin,
+    caller: Caller,
     State(state): State<AppState>,
     Path(store): Path<String>,
     Query(query): Query<LiveQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let key = parse_store(&store)?;
+    caller.may_read(&key)?;
     state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
     // An EventSource that reconnects sends the id of the last event it got.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
@@ -242,8 +296,8 @@ async fn live_events(
     })
     .flatten()
     .take_until(state.shutdown.clone().cancelled_owned());
-    // The stream ends when the admin token does; reconnecting with it then gets 401.
-    let deadline = crate::protocols::socket::token_deadline(admin.expires);
+    // The stream ends when the token does; reconnecting with it then gets 401.
+    let deadline = crate::protocols::socket::token_deadline(caller.expires());
     let metrics = state.metrics.clone();
     let events = events.take_until(Box::pin(async move {
         crate::protocols::socket::expired(deadline).await;

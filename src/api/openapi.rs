@@ -37,7 +37,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Junction event API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "One view of every store of every protocol. Every endpoint needs `Authorization: Bearer` with `auth.admin_secret` or a JWT whose claims say `permissions.isAdmin`."
+            "description": "One view of every store of every protocol. Every endpoint needs `Authorization: Bearer`: `auth.admin_secret` or a JWT whose claims say `permissions.isAdmin` may do everything; another client JWT may list and read (events and live events) exactly the stores its `permissions.canRead` grants. The change log and reset need admin credentials."
         },
         "security": [{"bearer": []}],
         "paths": {

@@ -33,7 +33,7 @@ fn jwt(claims: Value) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_endpoint_needs_admin_credentials() {
+async fn every_endpoint_needs_credentials_and_client_tokens_read_only_their_stores() {
     let app = spawn_api_app(Kind::Sqlite).await;
     let http = reqwest::Client::new();
     for path in ["/v1/stores", "/v1/changes", "/v1/stores/livestore:a/events", "/v1/stores/livestore:a/events/live"] {
@@ -43,10 +43,27 @@ async fn every_endpoint_needs_admin_credentials() {
         assert_eq!(none.json::<Value>().await.unwrap(), json!({"error": "missing or invalid credentials"}));
         let wrong = http.get(app.url(path)).bearer_auth("nope").send().await.unwrap();
         assert_eq!(wrong.status(), 401, "{path}");
-        let user = jwt(json!({"permissions": {"canRead": ["*"], "canWrite": ["*"]}}));
-        let forbidden = http.get(app.url(path)).bearer_auth(user).send().await.unwrap();
-        assert_eq!(forbidden.status(), 403, "{path}");
     }
+    // A client token: exactly the stores its canRead grants, and no change log, no reset.
+    for name in ["team-a-notes", "team-a-todos", "team-b-notes"] {
+        app.log.append(&StoreKey::new(Protocol::LiveStore, name).unwrap(), at_head(1)).await.unwrap();
+    }
+    let user = jwt(json!({"sub": "u1", "permissions": {"canRead": ["team-a-*"], "canWrite": ["*"]}}));
+    let as_user = |path: &str| http.get(app.url(path)).bearer_auth(&user).send();
+    let listed: Value = as_user("/v1/stores").await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = listed["stores"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["team-a-notes", "team-a-todos"]);
+    assert_eq!(as_user("/v1/stores/livestore:team-a-notes/events").await.unwrap().status(), 200);
+    let live = as_user("/v1/stores/livestore:team-a-todos/events/live").await.unwrap();
+    assert_eq!(live.status(), 200);
+    drop(live);
+    for path in
+        ["/v1/stores/livestore:team-b-notes/events", "/v1/stores/livestore:team-b-notes/events/live", "/v1/changes"]
+    {
+        assert_eq!(as_user(path).await.unwrap().status(), 403, "{path}");
+    }
+    let reset = http.post(app.url("/v1/stores/livestore:team-a-notes/reset")).bearer_auth(&user).send().await.unwrap();
+    assert_eq!(reset.status(), 403, "reset is for operators");
     let admin = jwt(json!({"userId": "ops", "permissions": {"isAdmin": true}}));
     assert_eq!(http.get(app.url("/v1/stores")).bearer_auth(admin).send().await.unwrap().status(), 200);
     let reset = http.post(app.url("/v1/stores/livestore:a/reset")).send().await.unwrap();
@@ -314,5 +331,17 @@ async fn openapi_document_is_committed_and_matches_the_routes() {
         let request = if method == "post" { http.post(url) } else { http.get(url) };
         assert_eq!(request.send().await.unwrap().status(), 401, "{method} {path}");
     }
+    app.stop().await;
+}
+
+/// With no admin secret and no JWT key, nothing can get in: the reply (and the log) say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_credentials_configured_the_reply_says_so() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let app = spawn_app_with(test_config(&db), db).await;
+    let response = reqwest::Client::new().get(app.url("/v1/stores")).bearer_auth("anything").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("auth.admin_secret"), "{body}");
     app.stop().await;
 }
