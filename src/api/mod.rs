@@ -4,6 +4,7 @@
 //! - `GET /v1/stores/{store}/events?after=&limit=` — a store's events after a seq;
 //! - `GET /v1/stores/{store}/events/live?after=` — Server-Sent Events: catch-up, then live, each
 //!   event once and in order (the same subscription the protocols use); `Last-Event-ID` resumes;
+//!   a store that does not exist yet is waited for;
 //! - `GET /v1/changes?after=&limit=` — the sequenced change log over all stores;
 //! - `POST /v1/stores/{store}/reset` — empty a store and give it a new backend id.
 //!
@@ -255,6 +256,15 @@ async fn reset_store(
     Ok(axum::Json(store_json(&info)).into_response())
 }
 
+/// How often a live stream of a store that does not exist yet looks for it.
+const STORE_POLL: Duration = Duration::from_millis(250);
+
+/// Where a live stream stands: waiting for its store to exist, or following it.
+enum Feed {
+    Waiting { log: crate::eventlog::EventLog, key: StoreKey, after: SeqNum },
+    Live(crate::eventlog::Subscription),
+}
+
 #[derive(Deserialize)]
 struct LiveQuery {
     after: Option<u64>,
@@ -269,13 +279,33 @@ async fn live_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let key = parse_store(&store)?;
     caller.may_read(&key)?;
-    state.log.find_info(&key).await?.ok_or(ApiError::NotFound)?;
     // An EventSource that reconnects sends the id of the last event it got.
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let after = SeqNum(query.after.or(resume).unwrap_or(0));
-    let subscription = state.log.subscribe(&key, after).await?;
-    let events = stream::unfold(Some(subscription), |subscription| async move {
-        let mut subscription = subscription?;
+    let start = match state.log.find_info(&key).await? {
+        Some(_) => Feed::Live(state.log.subscribe(&key, after).await?),
+        // A store nobody wrote yet: wait for its first writer (without registering it: reading
+        // creates no stores) rather than answer 404 to a reader that came first.
+        None => Feed::Waiting { log: state.log.clone(), key, after },
+    };
+    let end = |reason: String| {
+        let last = SseEvent::default().event("end").data(json!({ "reason": reason }).to_string());
+        stream::iter(vec![Ok(last)])
+    };
+    let events = stream::unfold(Some(start), move |feed| async move {
+        let mut subscription = match feed? {
+            Feed::Live(subscription) => subscription,
+            Feed::Waiting { log, key, after } => loop {
+                match log.find_info(&key).await {
+                    Ok(Some(_)) => match log.subscribe(&key, after).await {
+                        Ok(subscription) => break subscription,
+                        Err(error) => return Some((end(error.to_string()), None)),
+                    },
+                    Ok(None) => tokio::time::sleep(STORE_POLL).await,
+                    Err(error) => return Some((end(error.to_string()), None)),
+                }
+            },
+        };
         match subscription.next().await {
             Ok(events) => {
                 let frames: Vec<Result<SseEvent, Infallible>> = events
@@ -285,13 +315,10 @@ async fn live_events(
                         Ok(SseEvent::default().id(event.seq.to_string()).event("event").data(data))
                     })
                     .collect();
-                Some((stream::iter(frames), Some(subscription)))
+                Some((stream::iter(frames), Some(Feed::Live(subscription))))
             }
             // Say why the stream ends, then end it; the client resumes with Last-Event-ID.
-            Err(ended) => {
-                let last = SseEvent::default().event("end").data(json!({"reason": ended.to_string()}).to_string());
-                Some((stream::iter(vec![Ok(last)]), None))
-            }
+            Err(ended) => Some((end(ended.to_string()), None)),
         }
     })
     .flatten()

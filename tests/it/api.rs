@@ -170,6 +170,20 @@ async fn live_events_catch_up_then_follow_without_gap_or_duplicate(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(read_sse_ids(resumed, 130).await, [129, 130]);
+
+    // A store nobody wrote yet: the stream waits for it (registering nothing), then follows it.
+    let later = StoreKey::new(Protocol::SyncKit, "doc-later").unwrap();
+    let waiting = reqwest::Client::new()
+        .get(app.url("/v1/stores/synckit:doc-later/events/live"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.log.find_info(&later).await.unwrap().is_none(), "reading registered the store");
+    app.log.append(&later, at_head(2)).await.unwrap();
+    assert_eq!(read_sse_ids(waiting, 2).await, [1, 2]);
     app.stop().await;
 }
 
