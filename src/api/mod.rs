@@ -6,6 +6,8 @@
 //!   event once and in order (the same subscription the protocols use); `Last-Event-ID` resumes;
 //!   a store that does not exist yet is waited for;
 //! - `GET /v1/changes?after=&limit=` — the sequenced change log over all stores;
+//! - `GET /v1/changes/live?after=` — Server-Sent Events: the change log, then each batch as it
+//!   commits (read from the change log, so every instance's writes are in it);
 //! - `POST /v1/stores/{store}/reset` — empty a store and give it a new backend id.
 //!
 //! Every event's `args` is the JSON text its client wrote, byte for byte (SSE alone turns a
@@ -49,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/stores/{store}/events/live", get(live_events))
         .route("/v1/stores/{store}/reset", post(reset_store))
         .route("/v1/changes", get(read_changes))
+        .route("/v1/changes/live", get(live_changes))
 }
 
 /// Errors of the event API; each becomes a JSON body `{"error": …}` with its status. Storage
@@ -254,6 +257,51 @@ async fn reset_store(
     let info = state.log.reset(&key).await?;
     tracing::info!(store = %key, "store reset through the event API");
     Ok(axum::Json(store_json(&info)).into_response())
+}
+
+/// The change log as it grows, for operators. It is read from storage on a short interval
+/// rather than from the fan-out: the change log is the one place that orders every instance's
+/// commits, and an admin feed can afford a quarter second.
+async fn live_changes(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<LiveQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    caller.admin_only()?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let after = ChangePos(query.after.or(resume).unwrap_or(0));
+    let log = state.log.clone();
+    let changes = stream::unfold(Some((log, after)), |state| async move {
+        let (log, mut after) = state?;
+        loop {
+            match log.read_changes(after, MAX_LIMIT).await {
+                Ok(changes) if changes.is_empty() => tokio::time::sleep(STORE_POLL).await,
+                Ok(changes) => {
+                    after = changes.last().map_or(after, |c| c.position);
+                    let frames: Vec<Result<SseEvent, Infallible>> = changes
+                        .iter()
+                        .map(|change| {
+                            let data = serde_json::to_string(change).expect("changes serialize");
+                            Ok(SseEvent::default().id(change.position.0.to_string()).event("change").data(data))
+                        })
+                        .collect();
+                    return Some((stream::iter(frames), Some((log, after))));
+                }
+                Err(error) => {
+                    // The database is away: say so, and let the client resume with Last-Event-ID.
+                    let last =
+                        SseEvent::default().event("end").data(json!({ "reason": error.to_string() }).to_string());
+                    return Some((stream::iter(vec![Ok(last)]), None));
+                }
+            }
+        }
+    })
+    .flatten()
+    .take_until(state.shutdown.clone().cancelled_owned());
+    let deadline = crate::protocols::socket::token_deadline(caller.expires());
+    let changes = changes.take_until(Box::pin(crate::protocols::socket::expired(deadline)));
+    Ok(Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// How often a live stream of a store that does not exist yet looks for it.

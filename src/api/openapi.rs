@@ -11,6 +11,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("get", "/v1/stores/{store}/events/live"),
     ("post", "/v1/stores/{store}/reset"),
     ("get", "/v1/changes"),
+    ("get", "/v1/changes/live"),
 ];
 
 pub fn document() -> Value {
@@ -61,8 +62,7 @@ pub fn document() -> Value {
                 "description": "Each event is an SSE message `event: event`, `id: <seq>`, `data: <Event JSON>`. When the subscription ends (the store was reset, or the client fell too far behind) a last message `event: end` carries `{\"reason\": …}`. A reconnecting EventSource resumes with `Last-Event-ID`.",
                 "parameters": [store_param, after("seq to start after (default: Last-Event-ID, else 0)"),
                     {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer"}}],
-                "responses": with(with(json!({"200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}), errors.clone()),
-                    json!({"404": {"$ref": "#/components/responses/Error"}}))
+                "responses": with(json!({"200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}), errors.clone())
             }},
             "/v1/stores/{store}/reset": {"post": {
                 "summary": "Remove every event of a store and give it a new backend id",
@@ -75,7 +75,14 @@ pub fn document() -> Value {
                 "parameters": [after("change-log position to continue after"), limit],
                 "responses": with(ok(json!({"type": "object", "required": ["changes"], "properties": {
                     "changes": {"type": "array", "items": {"$ref": "#/components/schemas/Change"}}
-                }})), errors)
+                }})), errors.clone())
+            }},
+            "/v1/changes/live": {"get": {
+                "summary": "Server-Sent Events: the change log after a position, then each batch as it commits (admin)",
+                "description": "Each entry is an SSE message `event: change`, `id: <position>`, `data: <Change JSON>`, in position order. A reconnecting EventSource resumes with `Last-Event-ID`.",
+                "parameters": [after("change-log position to start after (default: Last-Event-ID, else 0)"),
+                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer"}}],
+                "responses": with(json!({"200": {"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}), errors)
             }}
         },
         "components": {

@@ -359,3 +359,26 @@ async fn without_any_credentials_configured_the_reply_says_so() {
     assert!(body["error"].as_str().unwrap().contains("auth.admin_secret"), "{body}");
     app.stop().await;
 }
+
+/// The change log live, for admins: what is there, then each batch as it commits, by position;
+/// Last-Event-ID resumes. Not for client tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_log_live_for_admins() {
+    let app = spawn_api_app(Kind::Sqlite).await;
+    let (a, b) = (StoreKey::new(Protocol::LiveStore, "a").unwrap(), StoreKey::new(Protocol::Pocket, "b").unwrap());
+    app.log.append(&a, at_head(1)).await.unwrap();
+    let http = reqwest::Client::new();
+    let live = http.get(app.url("/v1/changes/live")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    for key in [&b, &a, &b] {
+        app.log.append(key, at_head(2)).await.unwrap();
+    }
+    assert_eq!(read_sse_ids(live, 4).await, [1, 2, 3, 4]);
+    let resumed =
+        http.get(app.url("/v1/changes/live")).bearer_auth(ADMIN).header("Last-Event-ID", "2").send().await.unwrap();
+    assert_eq!(read_sse_ids(resumed, 4).await, [3, 4]);
+    let user = jwt(json!({"permissions": {"canRead": ["*"]}}));
+    assert_eq!(http.get(app.url("/v1/changes/live")).bearer_auth(user).send().await.unwrap().status(), 403);
+    app.stop().await;
+}
