@@ -105,6 +105,31 @@ fn section7_pull_response() -> String {
     )
 }
 
+/// Every frame above, client's and server's, as seeds for the fuzz run (`crate::fuzz`).
+pub(crate) fn fuzz_seeds() -> Vec<String> {
+    let mut seeds: Vec<String> = [
+        A_PULL,
+        A_PULL_RESPONSE,
+        A_PUSH_RESPONSE,
+        B_CONFLICT_RESPONSE,
+        PARSE_ERROR,
+        UNKNOWN_ACK,
+        RATE_LIMITED,
+        super::client::PING,
+        super::server::PONG,
+    ]
+    .map(str::to_owned)
+    .into();
+    seeds.extend([
+        a_push_insert(),
+        b_broadcast(),
+        push_of("p-update", &update_change()),
+        push_of("p-delete", &delete_change()),
+        section7_pull_response(),
+    ]);
+    seeds
+}
+
 fn raw(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).unwrap()
 }
