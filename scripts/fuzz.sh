@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes every decoder: scripts/fuzz.sh [INPUTS_PER_DECODER] (default 10,000,000).
+# Fuzzes every decoder: scripts/fuzz.sh [INPUTS_PER_DECODER [DECODER_PATTERN]]
+# (default 10,000,000 inputs; every decoder, or those whose test name contains the pattern).
 #
 # Each decoder's test in src/fuzz/ runs in release mode, one after the other, fed mutants of its
 # golden frames; it prints inputs, time, inputs/s and failures, and fails on any panic. A failing
@@ -31,6 +32,7 @@ nice -n "$nice_level" cargo test --release --locked --lib --no-run
 results=()
 failed=0
 for decoder in "${decoders[@]}"; do
+  [[ "$decoder" == *"${2:-}"* ]] || continue
   log "fuzzing $decoder with $FUZZ_INPUTS inputs"
   output=$(mktemp)
   cleanup_actions+=("rm -f $output")
