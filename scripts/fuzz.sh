@@ -28,7 +28,10 @@ decoders=(
 )
 
 log "building (release)"
-nice -n "$nice_level" cargo test --release --locked --lib --no-run
+build=$(nice -n "$nice_level" cargo test --release --locked --lib --no-run 2>&1) || { echo "$build" >&2; exit 1; }
+# Run the test binary itself: one build for every decoder, whatever happens to the sources meanwhile.
+binary=$(echo "$build" | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))$/\1/p')
+[ -x "$binary" ] || { echo "$build" >&2; log "could not find the test binary"; exit 1; }
 results=()
 failed=0
 for decoder in "${decoders[@]}"; do
@@ -37,9 +40,8 @@ for decoder in "${decoders[@]}"; do
   output=$(mktemp)
   cleanup_actions+=("rm -f $output")
   status=0
-  nice -n "$nice_level" cargo test --release --locked --lib "fuzz::$decoder" -- --exact --nocapture --test-threads=1 \
-    >"$output" 2>&1 || status=$?
-  summary=$(grep -a '^fuzz ' "$output" || true)
+  nice -n "$nice_level" "$binary" "fuzz::$decoder" --exact --nocapture --test-threads=1 >"$output" 2>&1 || status=$?
+  summary=$(grep -ao 'fuzz [^ ]*: [0-9].*FUZZ_SEED=[0-9]*' "$output" || true)
   if [ "$status" != 0 ]; then
     failed=1
     grep -a -v '^\s*$' "$output" | tail -n 30 >&2
