@@ -11,8 +11,10 @@
 //! `scripts/fuzz.sh N` runs N inputs per decoder in release mode. Environment:
 //! - `FUZZ_INPUTS`: inputs per decoder (default [`SMOKE_INPUTS`]);
 //! - `FUZZ_SEED`: the RNG seed (default: from the clock; printed, so that a run can be repeated).
+//! - `FUZZ_REPLAY`: a file to run through the decoder's test instead (no catching of panics).
 //!
-//! A failing input is written to `target/fuzz-failures/<decoder>-<n>.bin`.
+//! A failing input is written to `target/fuzz-failures/<decoder>-<n>.bin`; replay it with
+//! `FUZZ_REPLAY=target/fuzz-failures/<decoder>-<n>.bin cargo test --lib fuzz::<module>::<test>`.
 
 mod d1;
 mod export;
@@ -57,6 +59,11 @@ fn run(name: &str, seeds: Vec<Vec<u8>>, mut target: impl FnMut(&[u8]) -> Verdict
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
+    if let Ok(path) = std::env::var("FUZZ_REPLAY") {
+        let input = std::fs::read(&path).unwrap_or_else(|e| panic!("FUZZ_REPLAY={path}: {e}"));
+        println!("fuzz {name}: {path} → {:?}", target(&input));
+        return;
+    }
     assert!(!seeds.is_empty(), "{name}: no seeds");
     for (i, s) in seeds.iter().enumerate() {
         assert_eq!(target(s), Verdict::Accepted, "{name}: seed {i} is not accepted: {}", String::from_utf8_lossy(s));

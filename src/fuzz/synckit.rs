@@ -48,6 +48,11 @@ fn message(data: &[u8], ws_text: bool) -> Verdict {
 
 /// A decoded client message, encoded the way a client would, decodes to the same message.
 fn assert_reencodes(incoming: &Incoming) {
+    if incoming.framing == Framing::Text && incoming.header_timestamp == 0 {
+        // A text frame's timestamp must be truthy, yet `0.5` is and truncates to 0, which the
+        // (test clients') encoder then writes as it is.
+        return;
+    }
     let Ok(encoded) = incoming.message.encode(incoming.framing, incoming.header_timestamp, incoming.id.as_ref()) else {
         return;
     };

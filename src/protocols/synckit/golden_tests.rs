@@ -805,6 +805,25 @@ fn bad_json_text() {
     assert_eq!(decode_err(b"\xff", true).kind, DecodeErrorKind::Frame(FrameError::InvalidUtf8));
 }
 
+/// Found by the fuzz run: a nested `payload` whose key is a lone surrogate passed the "is it an
+/// object" check (raw JSON is not checked for surrogates) and then failed to parse where that
+/// could not happen, panicking the socket's task. Keys are strings, and a lone surrogate is no
+/// string in Rust: the frame is refused, as the same key at the top level already was.
+#[test]
+fn lone_surrogate_key_in_a_nested_payload_is_refused() {
+    for text in [
+        r#"{"type":"delta","id":"x1","timestamp":5,"payload":{"\ud800":"f","documentId":"d","field":"f","value":1}}"#,
+        r#"{"type":"ping","id":"1","timestamp":1,"payload":{"\udc00\ud800":1}}"#,
+        r#"{"type":"ping","id":"1","timestamp":1,"\ud800":1}"#,
+    ] {
+        for ws_text in [true, false] {
+            let e = decode_err(text.as_bytes(), ws_text);
+            assert!(matches!(e.kind, DecodeErrorKind::Frame(FrameError::InvalidJson(_))), "{text}: {e:?}");
+            assert_eq!(e.to_error(), ErrorMessage::invalid_message_format());
+        }
+    }
+}
+
 #[test]
 fn types_a_client_may_not_send() {
     for t in [
