@@ -56,11 +56,17 @@ fn assert_reencodes(incoming: &Incoming) {
     let Ok(encoded) = incoming.message.encode(incoming.framing, incoming.header_timestamp, incoming.id.as_ref()) else {
         return;
     };
+    let mut expected = incoming.message.clone();
+    if let ClientMessage::Delta(delta) = &mut expected
+        && incoming.framing == Framing::Text
+    {
+        // A text frame always has a top-level timestamp, which a delta takes as its own when
+        // its (flattened) payload had none that was a number.
+        delta.timestamp = delta.timestamp.or(Some(incoming.header_timestamp));
+    }
     let again = Incoming::decode(encoded.as_bytes(), matches!(encoded, Encoded::Text(_)));
     match again {
-        Ok(again) => {
-            assert_eq!(again.message, incoming.message, "re-encoded: {}", String::from_utf8_lossy(encoded.as_bytes()))
-        }
+        Ok(again) => assert_eq!(again.message, expected, "re-encoded: {}", String::from_utf8_lossy(encoded.as_bytes())),
         Err(e) => panic!("re-encoded message does not decode ({e}): {}", String::from_utf8_lossy(encoded.as_bytes())),
     }
 }
