@@ -51,8 +51,8 @@ impl Reader {
         Reader { runtime, conn: None, uses: 0 }
     }
 
-    /// Each dump runs inside a savepoint that is rolled back afterwards: far cheaper than a new
-    /// database per input, and the same to the reader. (The seeds hold no transaction
+    /// Each dump runs inside a savepoint that is rolled back afterwards: one round trip to the
+    /// database instead of dropping every table, and the same to the reader. (The seeds hold no transaction
     /// statements; a mutant that ends the savepoint early only costs a new connection.)
     fn read(&mut self, dump: &str) -> Verdict {
         let Reader { runtime, conn, uses } = self;
