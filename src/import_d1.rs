@@ -103,69 +103,15 @@ pub async fn import(
     mut progress: impl FnMut(u64),
 ) -> Result<Report, ImportError> {
     let source = file.display().to_string();
-    let fail = |e: sqlx::Error| ImportError::Source(source.clone(), e);
-    let mut conn = open_source(file).await.map_err(fail)?;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'eventlog\\_%' ESCAPE '\\' ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .map_err(fail)?;
+    let mut conn = open_source(file).await.map_err(|e| ImportError::Source(source.clone(), e))?;
     let mut report = Report::default();
-    let mut event_tables = Vec::new();
-    for table in tables {
-        let rest = &table["eventlog_".len()..];
-        match rest.split_once('_') {
-            Some((FORMAT_VERSION, suffix)) => event_tables.push((table.clone(), suffix.to_owned())),
-            Some((version, _)) if version.chars().all(|c| c.is_ascii_digit()) => {
-                return Err(ImportError::Unsupported(format!(
-                    "table {table} uses LiveStore persistence format {version}; only format {FORMAT_VERSION} \
-                     (@livestore/sync-cf 0.3 and 0.4) can be imported"
-                )));
-            }
-            _ => report.warnings.push(format!("skipped table {table}: not a LiveStore event log")),
-        }
-    }
-    if event_tables.is_empty() {
-        return Err(ImportError::Unsupported(format!("{source} holds no LiveStore event table (eventlog_7_…)")));
-    }
-    let contexts = read_context(&mut conn).await.map_err(fail)?;
-    if contexts.is_empty() {
-        report.warnings.push(
-            "no context_7 table: the stores get new backendIds, so connected LiveStore 0.4 clients will see a \
-             BackendIdMismatch and reset their local data once (0.3 clients are not affected)"
-                .into(),
-        );
-    }
-    for (table, suffix) in event_tables {
-        let context = contexts.iter().find(|c| sanitize(&c.store_id) == suffix);
-        let (store_id, store_id_from) = if let Some(id) = options.store_map.get(&table) {
-            (id.clone(), "store map")
-        } else if let Some(context) = context {
-            (context.store_id.clone(), "context_7")
-        } else {
-            report.warnings.push(format!(
-                "table {table}: storeId taken from the table name ({suffix:?}); the original may have had \
-                 characters Cloudflare replaced with '_'. Give a --store-map to import it under its real storeId"
-            ));
-            (suffix.clone(), "table name")
-        };
+    for planned in plan(&mut conn, &source, options, &mut report.warnings).await? {
+        let events = read_store(&mut conn, &planned, &mut report.warnings).await?;
+        let Planned { table, store_id, store_id_from, backend_id, .. } = planned;
         let key = StoreKey::new(Protocol::LiveStore, store_id.clone()).map_err(|invalid| ImportError::BadRow {
             table: table.clone(),
             reason: format!("storeId {store_id:?}: {invalid}"),
         })?;
-        let context = contexts.iter().find(|c| c.store_id == store_id).or(context);
-        let events = read_events(&mut conn, &table).await?;
-        let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
-        if let Some(context) = context
-            && context.head != head.0
-        {
-            report.warnings.push(format!(
-                "store {store_id:?}: context_7 says head {} but the last event is {head}; the events win",
-                context.head
-            ));
-        }
-        let backend_id = context.map(|c| c.backend_id.clone());
         let count = events.len() as u64;
         let outcome = if options.dry_run {
             StoreOutcome::WouldImport
@@ -181,6 +127,100 @@ pub async fn import(
     }
     conn.close().await.ok();
     Ok(report)
+}
+
+/// A store found in the source, before its events are read.
+pub(crate) struct Planned {
+    pub(crate) table: String,
+    pub(crate) store_id: String,
+    pub(crate) store_id_from: &'static str,
+    pub(crate) backend_id: Option<String>,
+    /// `context_7`'s head, checked against the events once they are read.
+    head: Option<u64>,
+}
+
+/// Finds the event tables of `conn` and names their stores.
+pub(crate) async fn plan(
+    conn: &mut SqliteConnection,
+    source: &str,
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Planned>, ImportError> {
+    let fail = |e: sqlx::Error| ImportError::Source(source.to_owned(), e);
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'eventlog\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(fail)?;
+    let mut event_tables = Vec::new();
+    for table in tables {
+        let rest = &table["eventlog_".len()..];
+        match rest.split_once('_') {
+            Some((FORMAT_VERSION, suffix)) => event_tables.push((table.clone(), suffix.to_owned())),
+            Some((version, _)) if version.chars().all(|c| c.is_ascii_digit()) => {
+                return Err(ImportError::Unsupported(format!(
+                    "table {table} uses LiveStore persistence format {version}; only format {FORMAT_VERSION} \
+                     (@livestore/sync-cf 0.3 and 0.4) can be imported"
+                )));
+            }
+            _ => warnings.push(format!("skipped table {table}: not a LiveStore event log")),
+        }
+    }
+    if event_tables.is_empty() {
+        return Err(ImportError::Unsupported(format!("{source} holds no LiveStore event table (eventlog_7_…)")));
+    }
+    let contexts = read_context(conn).await.map_err(fail)?;
+    if contexts.is_empty() {
+        warnings.push(
+            "no context_7 table: the stores get new backendIds, so connected LiveStore 0.4 clients will see a \
+             BackendIdMismatch and reset their local data once (0.3 clients are not affected)"
+                .into(),
+        );
+    }
+    let mut planned = Vec::new();
+    for (table, suffix) in event_tables {
+        let context = contexts.iter().find(|c| sanitize(&c.store_id) == suffix);
+        let (store_id, store_id_from) = if let Some(id) = options.store_map.get(&table) {
+            (id.clone(), "store map")
+        } else if let Some(context) = context {
+            (context.store_id.clone(), "context_7")
+        } else {
+            warnings.push(format!(
+                "table {table}: storeId taken from the table name ({suffix:?}); the original may have had \
+                 characters Cloudflare replaced with '_'. Give a --store-map to import it under its real storeId"
+            ));
+            (suffix.clone(), "table name")
+        };
+        let context = contexts.iter().find(|c| c.store_id == store_id).or(context);
+        planned.push(Planned {
+            table,
+            store_id,
+            store_id_from,
+            backend_id: context.map(|c| c.backend_id.clone()),
+            head: context.map(|c| c.head),
+        });
+    }
+    Ok(planned)
+}
+
+/// The events of one planned store, in seq order.
+pub(crate) async fn read_store(
+    conn: &mut SqliteConnection,
+    planned: &Planned,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Event>, ImportError> {
+    let events = read_events(conn, &planned.table).await?;
+    let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
+    if let Some(context_head) = planned.head
+        && context_head != head.0
+    {
+        warnings.push(format!(
+            "store {:?}: context_7 says head {context_head} but the last event is {head}; the events win",
+            planned.store_id
+        ));
+    }
+    Ok(events)
 }
 
 /// A SQLite file as it is (read-only), or a SQL dump replayed into an in-memory database.

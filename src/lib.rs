@@ -35,6 +35,7 @@
 //! - [`config`] — layered configuration (defaults, `config.toml`, environment).
 //! - [`metrics`], [`telemetry`] — Prometheus metrics and logging.
 //! - [`limits`] — per-connection rate limiting shared by the protocols.
+//! - `fuzz` (tests only) — every decoder fed mutants of its golden frames (`scripts/fuzz.sh`).
 
 pub mod accept;
 pub mod api;
@@ -43,6 +44,8 @@ pub mod backup;
 pub mod config;
 pub mod eventlog;
 pub mod fanout;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod import_d1;
 pub mod limits;

@@ -1113,6 +1113,13 @@ async fn malformed_frames_get_invalid_message_format_and_the_socket_stays_open(k
         assert!(error.payload.get("details").is_none(), "{case}: {:?}", error.payload);
         a.assert_open().await;
     }
+    // Found by the fuzz run: a lone surrogate as a key of a nested `payload` (valid JSON text,
+    // no valid string) panicked the socket's task.
+    a.send_text(&format!(r#"{{"type":"ping","id":"s-1","timestamp":{},"payload":{{"\ud800":1}}}}"#, now_ms())).await;
+    let error = a.take("lone surrogate key", |_| true).await;
+    assert_eq!((error.kind, error.text), (MessageType::Error, true), "{error:?}");
+    assert_eq!(error.payload["error"], "Invalid message format");
+    a.assert_open().await;
     app.stop().await;
 }
 

@@ -231,7 +231,7 @@ struct AdminInfo<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::wire_event::SyncMetadata;
     use super::*;
 
@@ -249,6 +249,25 @@ mod tests {
 
     fn decode_err(frame: &str) -> DecodeError {
         decode_request(frame).unwrap_err()
+    }
+
+    /// The client frames of the goldens below, as seeds for the fuzz run (`crate::fuzz`).
+    pub(crate) fn fuzz_seeds() -> Vec<String> {
+        let mut seeds: Vec<String> = [
+            r#"{"_tag":"WSMessage.PullReq","requestId":"ewTcF_jzH_3F8byLtc0K9"}"#,
+            r#"{"_tag":"WSMessage.PullReq","requestId":"r1","cursor":5}"#,
+            r#"{"_tag":"WSMessage.PushReq","requestId":"r","batch":[]}"#,
+            r#"{"_tag":"WSMessage.Ping","requestId":"ping"}"#,
+            r#"{"_tag":"WSMessage.AdminResetRoomReq","requestId":"r3","adminSecret":"x"}"#,
+            r#"{"_tag":"WSMessage.AdminInfoReq","requestId":"r4","adminSecret":"x"}"#,
+            r#"{"cursor":7,"extra":{"a":[1]},"requestId":"r","_tag":"WSMessage.PullReq"}"#,
+        ]
+        .map(str::to_owned)
+        .into();
+        seeds.push(format!(
+            r#"{{"_tag":"WSMessage.PushReq","requestId":"JiuuTB8qyV3eCniFYCze4","batch":[{PUSHED_EVENT},{EVENT}]}}"#
+        ));
+        seeds
     }
 
     // ---- §2.3 client → server goldens ----

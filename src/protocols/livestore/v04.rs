@@ -482,7 +482,7 @@ struct FailCause<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::wire_event::SyncMetadata;
     use super::*;
 
@@ -535,6 +535,31 @@ mod tests {
  "pageInfo":{"_tag":"MoreKnown","remaining":5},"backendId":"b1"}"#
             .replace("{…event…}", EVENT)
             .replace("\n ", "")
+    }
+
+    /// The client frames of the goldens below (WebSocket, then HTTP), as seeds for the fuzz
+    /// run (`crate::fuzz`).
+    pub(crate) fn fuzz_seeds() -> (Vec<String>, Vec<String>) {
+        let push = r#"{"storeId":"s","payload":{"authToken":"t"},"batch":[…events…],"backendId":{"_tag":"None"}}"#
+            .replace("…events…", &[EVENT, EVENT.replace(":1,", ":2,").replace(":0,", ":1,").as_str()].join(","));
+        let ws = vec![
+            r#"{"_tag":"Ping"}"#.to_owned(),
+            r#"{"_tag":"Ack","requestId":"0"}"#.to_owned(),
+            r#"{"_tag":"Interrupt","requestId":"12","interruptors":[]}"#.to_owned(),
+            r#"{"_tag":"Eof"}"#.to_owned(),
+            r#"{"_tag":"Request","id":"0","tag":"SyncWsRpc.Pull","payload":{"storeId":"s","payload":{"authToken":"t"},"live":true,"cursor":{"_tag":"None"}},"headers":[],"traceId":"342f","spanId":"d8d6","sampled":true}"#.to_owned(),
+            ws_pull_frame("5", r#"{"storeId":"s","live":false,"cursor":{"_tag":"Some","value":{"backendId":"b1","eventSequenceNumber":3}}}"#),
+            ws_push_frame("1", &push),
+            ws_push_frame("2", r#"{"storeId":"s","batch":[],"backendId":{"_tag":"Some","value":"b1"}}"#),
+        ];
+        let http = vec![
+            r#"{"_tag":"Request","id":"2","tag":"SyncHttpRpc.Pull","payload":{"storeId":"s","payload":{"authToken":"t"},"cursor":{"_tag":"Some","value":{"backendId":"b1","eventSequenceNumber":3}}},"headers":[],"traceId":"a","spanId":"b","sampled":true}"#.to_owned(),
+            format!(
+                r#"{{"_tag":"Request","id":"3","tag":"SyncHttpRpc.Push","payload":{{"storeId":"s","batch":[{EVENT}],"backendId":{{"_tag":"Some","value":"b1"}}}},"headers":[]}}"#
+            ),
+            r#"{"_tag":"Request","id":"0","tag":"SyncHttpRpc.Ping","payload":{"storeId":"s"},"headers":[]}"#.to_owned(),
+        ];
+        (ws, http)
     }
 
     // ---- §3.3 / §3.4 client → server goldens ----

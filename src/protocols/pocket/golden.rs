@@ -105,6 +105,31 @@ fn section7_pull_response() -> String {
     )
 }
 
+/// Every frame above, client's and server's, as seeds for the fuzz run (`crate::fuzz`).
+pub(crate) fn fuzz_seeds() -> Vec<String> {
+    let mut seeds: Vec<String> = [
+        A_PULL,
+        A_PULL_RESPONSE,
+        A_PUSH_RESPONSE,
+        B_CONFLICT_RESPONSE,
+        PARSE_ERROR,
+        UNKNOWN_ACK,
+        RATE_LIMITED,
+        super::client::PING,
+        super::server::PONG,
+    ]
+    .map(str::to_owned)
+    .into();
+    seeds.extend([
+        a_push_insert(),
+        b_broadcast(),
+        push_of("p-update", &update_change()),
+        push_of("p-delete", &delete_change()),
+        section7_pull_response(),
+    ]);
+    seeds
+}
+
 fn raw(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).unwrap()
 }
@@ -320,6 +345,16 @@ fn section5_6_ack_decodes() {
     let frame = r#"{"type":"ack","id":"m1","timestamp":3,"originalId":"m0"}"#;
     let ServerMessage::Ack(ack) = assert_server_roundtrip(frame) else { panic!() };
     assert_eq!(ack.original_id, "m0");
+}
+
+/// Found by the fuzz run: serde_json's default float parser can be one ulp off, so this
+/// timestamp re-encoded as another number (`1.7953110449999999e+96`, which parses to yet
+/// another). With `float_roundtrip` what is parsed is exact, and its encoding parses back to it.
+#[test]
+fn numbers_re_encode_to_the_same_value() {
+    let frame = A_PULL.replace("1795311045387", "1795311045e87");
+    let message = client_message(&frame);
+    assert_eq!(client_message(&message.to_json()), message);
 }
 
 #[test]

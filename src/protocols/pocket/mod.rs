@@ -35,7 +35,7 @@ mod writer;
 mod ws;
 
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -317,7 +317,9 @@ pub fn decode_text(text: &str) -> Result<Envelope, FrameError> {
     let is_object_payload = members.get("payload").is_some_and(|p| p.get().starts_with('{'));
     if is_object_payload {
         let payload = members.remove("payload").expect("checked above");
-        let payload: RawObject = serde_json::from_str(payload.get()).expect("object checked above");
+        // Can still fail: the outer parse left the payload raw, and a key in it may be a lone
+        // surrogate (valid JSON text, no valid string).
+        let payload: RawObject = serde_json::from_str(payload.get()).map_err(classify_json_error)?;
         for (k, v) in payload.into_members() {
             if k != "type" {
                 members.insert(k, v);

@@ -184,6 +184,38 @@ const ALL_FRAMES: [(&str, (&str, &str)); 33] = [
     ("S_TEXT_RELAY", S_TEXT_RELAY),
 ];
 
+/// Every frame above, binary and as JSON text, plus the text-only shapes, as seeds for the
+/// fuzz run (`crate::fuzz`).
+pub(crate) fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for (_, golden) in ALL_FRAMES {
+        let bytes = wire(golden);
+        let frame = decode_frame(&bytes).expect("golden frame");
+        // JSON text framing needs an id.
+        let text = match Incoming::decode(&bytes, false) {
+            Ok(incoming) => {
+                incoming.message.encode(Framing::Text, frame.timestamp, Some(&Json::string("t-1"))).unwrap()
+            }
+            Err(_) => frame::encode(Framing::Text, frame.message_type, frame.timestamp, &frame.payload),
+        };
+        seeds.push(text.into_bytes());
+        seeds.push(bytes);
+    }
+    for text in [
+        r#"{"type":"sync_request","id":"j-1","timestamp":1795311145207,"documentId":"room:p1"}"#,
+        r#"{"type":"delta","id":"x1","timestamp":5,"payload":{"type":"set","documentId":"room:p1","field":"f","value":1,"clock":{"c":1},"messageId":"m9"}}"#,
+        r#"{"type":"connect","id":"i","timestamp":1}"#,
+        r#"{"type":"snapshot_request","id":"i","timestamp":1}"#,
+        r#"{"type":"snapshot_upload","id":"i","timestamp":1}"#,
+        r#"{"type":"ping","id":"i","timestamp":1}"#,
+    ] {
+        seeds.push(text.as_bytes().to_vec());
+    }
+    let batch_ops = r#"{"documentId":"room:test1","deltas":[{"type":"richtext","operation":"format","opId":"o1","start":0,"end":5,"attributes":{"bold":true}},{"type":"text-state","state":"{\"nodes\":[]}","documentId":"room:test1:text:b","clientId":"client-A","timestamp":7,"clock":{"client-A":3}},{"type":"text","op":"insert"},{"type":"delete","documentId":"room:test1","field":"x"}]}"#;
+    seeds.push(encode_frame(MessageType::DeltaBatch, STS, batch_ops));
+    seeds
+}
+
 // ---- frame level ------------------------------------------------------------------------------
 
 #[test]
@@ -771,6 +803,25 @@ fn bad_json_text() {
     assert_eq!(err("[]").kind, DecodeErrorKind::Frame(FrameError::NotAnObject));
     assert!(matches!(err("{").kind, DecodeErrorKind::Frame(FrameError::InvalidJson(_))));
     assert_eq!(decode_err(b"\xff", true).kind, DecodeErrorKind::Frame(FrameError::InvalidUtf8));
+}
+
+/// Found by the fuzz run: a nested `payload` whose key is a lone surrogate passed the "is it an
+/// object" check (raw JSON is not checked for surrogates) and then failed to parse where that
+/// could not happen, panicking the socket's task. Keys are strings, and a lone surrogate is no
+/// string in Rust: the frame is refused, as the same key at the top level already was.
+#[test]
+fn lone_surrogate_key_in_a_nested_payload_is_refused() {
+    for text in [
+        r#"{"type":"delta","id":"x1","timestamp":5,"payload":{"\ud800":"f","documentId":"d","field":"f","value":1}}"#,
+        r#"{"type":"ping","id":"1","timestamp":1,"payload":{"\udc00\ud800":1}}"#,
+        r#"{"type":"ping","id":"1","timestamp":1,"\ud800":1}"#,
+    ] {
+        for ws_text in [true, false] {
+            let e = decode_err(text.as_bytes(), ws_text);
+            assert!(matches!(e.kind, DecodeErrorKind::Frame(FrameError::InvalidJson(_))), "{text}: {e:?}");
+            assert_eq!(e.to_error(), ErrorMessage::invalid_message_format());
+        }
+    }
 }
 
 #[test]

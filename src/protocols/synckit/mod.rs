@@ -30,7 +30,7 @@ pub mod room;
 mod http;
 
 #[cfg(test)]
-mod golden_tests;
+pub(crate) mod golden_tests;
 
 use std::collections::HashMap;
 use std::time::Duration;
