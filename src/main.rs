@@ -98,6 +98,21 @@ enum ExportFormat {
     Ndjson,
 }
 
+/// A progress bar of bytes moved (a bar when the total is known, else a counter), drawn on
+/// stderr only when it is a terminal.
+fn transfer_progress(total: Option<u64>, verb: &str) -> indicatif::ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => {
+            (indicatif::ProgressBar::new(total), format!("{{bar:30}} {{bytes}}/{{total_bytes}} {verb} ({{eta}} left)"))
+        }
+        None => (indicatif::ProgressBar::no_length(), format!("{{spinner}} {{bytes}} {verb} ({{bytes_per_sec}})")),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// `30s`, `15m`, `24h`, `7d`, `2w`, `1y` (or plain seconds) as seconds. A year is 365 days.
 fn parse_ttl(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -194,21 +209,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Export { stores, all: _, output, format: ExportFormat::Ndjson }) => {
             let keys = stores.iter().map(|s| parse_store(s)).collect::<anyhow::Result<Vec<_>>>()?;
             let log = junction::server::open_event_log(&config).await?;
+            // Bytes written so far, on stderr and only on a terminal (indicatif hides it elsewhere).
+            let progress = transfer_progress(None, "exported");
             let summary = match output {
                 Some(path) => {
                     let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-                    junction::backup::export(&log, &keys, std::io::BufWriter::new(file)).await?
+                    junction::backup::export(&log, &keys, progress.wrap_write(std::io::BufWriter::new(file))).await?
                 }
-                None => junction::backup::export(&log, &keys, std::io::stdout().lock()).await?,
+                None => junction::backup::export(&log, &keys, progress.wrap_write(std::io::stdout().lock())).await?,
             };
+            progress.finish_and_clear();
             log.shutdown().await;
             eprintln!("exported {} stores, {} events", summary.stores, summary.events);
             Ok(())
         }
         Some(Command::Import { file, replace }) => {
             let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let size = input.metadata().map(|m| m.len()).ok();
             let log = junction::server::open_event_log(&config).await?;
-            let result = junction::backup::import(&log, std::io::BufReader::new(input), replace).await;
+            let progress = transfer_progress(size, "read");
+            let input = std::io::BufReader::new(progress.wrap_read(input));
+            let result = junction::backup::import(&log, input, replace).await;
+            progress.finish_and_clear();
             log.shutdown().await;
             let summary = result?;
             eprintln!(
