@@ -1,5 +1,6 @@
-# Junction container image. Built by compose.yaml; also usable alone:
-#   docker build -t junction . && docker run -p 8787:8787 junction
+# Junction container image. Built by compose.yaml; also usable alone, with the SQLite database
+# in a named volume so that it outlives the container:
+#   docker build -t junction . && docker run -p 8787:8787 -v junction-data:/var/lib/junction junction
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -12,6 +13,8 @@ RUN useradd --system --create-home --home-dir /var/lib/junction junction
 COPY --from=build /src/target/release/junction /usr/local/bin/junction
 COPY config.toml /etc/junction/config.toml
 WORKDIR /var/lib/junction
+# The default store (sqlite://data/junction.db) lives here: a volume, not the container's layer.
+VOLUME /var/lib/junction
 USER junction
 # Inside a container, listen on every interface; the file default is loopback only.
 ENV JUNCTION_SERVER__LISTEN=0.0.0.0:8787

@@ -52,7 +52,8 @@ fn dockerfile_builds_and_runs_the_junction_binary() {
         .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
         .map(|l| l.split_once(' ').unwrap())
         .collect();
-    let known = ["FROM", "WORKDIR", "COPY", "RUN", "USER", "ENV", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD"];
+    let known =
+        ["FROM", "WORKDIR", "COPY", "RUN", "USER", "ENV", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD", "VOLUME"];
     for (instruction, _) in &instructions {
         assert!(known.contains(instruction), "unexpected instruction {instruction}");
     }
@@ -69,6 +70,9 @@ fn dockerfile_builds_and_runs_the_junction_binary() {
     assert!(dockerfile.contains(r#"ENTRYPOINT ["junction", "--config", "/etc/junction/config.toml"]"#));
     assert!(dockerfile.contains(r#"CMD ["junction", "healthcheck", "http://127.0.0.1:8787"]"#));
     assert!(dockerfile.contains("JUNCTION_SERVER__LISTEN=0.0.0.0:8787"));
+    // The default SQLite store (relative to the working directory) must be in a volume.
+    assert!(dockerfile.contains("WORKDIR /var/lib/junction") && dockerfile.contains("VOLUME /var/lib/junction"));
+    assert!(dockerfile.contains("USER junction"), "not root");
     assert!(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).exists(), "--locked needs it");
 }
 
