@@ -21,6 +21,7 @@ fn compose_runs_two_instances_on_one_postgres_and_one_redis() {
     let mut host_ports = Vec::new();
     for instance in instances {
         assert_eq!(instance["build"], Value::from("."));
+        assert_eq!(instance["env_file"], Value::from("compose.env"), "secrets come from the env file");
         let env = &instance["environment"];
         assert_eq!(env["DATABASE_URL"], Value::from("postgres://junction:junction@postgres:5432/junction"));
         assert_eq!(env["REDIS_URL"], Value::from("redis://redis:6379"));
@@ -79,4 +80,25 @@ fn dockerfile_builds_and_runs_the_junction_binary() {
 fn version_at_least(have: &str, need: &str) -> bool {
     let parse = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>();
     parse(have) >= parse(need)
+}
+
+/// The env file example that compose.yaml points at: every key is a real configuration key,
+/// secrets are set, and anonymous access is off.
+#[test]
+fn the_compose_env_example_sets_secrets_and_turns_anonymous_access_off() {
+    let example = repo_file("compose.env.example");
+    let mut jail_vars = Vec::new();
+    for line in example.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        jail_vars.push((name.to_owned(), value.to_owned()));
+    }
+    figment::Jail::expect_with(|jail| {
+        for (name, value) in &jail_vars {
+            jail.set_env(name, value);
+        }
+        let config = junction::config::Config::load(std::path::Path::new("none.toml")).expect("the example loads");
+        assert!(!config.auth.jwt_secret.is_empty() && !config.auth.admin_secret.is_empty());
+        assert!(config.anonymous_protocols().is_empty(), "anonymous access is off");
+        Ok(())
+    });
 }
