@@ -85,6 +85,9 @@ fn run(name: &str, seeds: Vec<Vec<u8>>, mut target: impl FnMut(&[u8]) -> Verdict
         input.extend_from_slice(base);
         mutator.mutate(&mut rng, &mut input, other);
         done += 1;
+        if inputs >= 1_000_000 && done % (inputs / 10) == 0 {
+            eprintln!("fuzz {name}: {done} inputs after {:.0} s", started.elapsed().as_secs_f64());
+        }
         match catch_unwind(AssertUnwindSafe(|| target(&input))) {
             Ok(Verdict::Accepted) => {
                 accepted += 1;
