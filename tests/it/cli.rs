@@ -16,6 +16,18 @@ fn junction() -> Command {
     command
 }
 
+/// `junction` serving on a free port from `dir`, with `env` on top, its log piped back.
+fn serve_in(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, std::process::ChildStderr) {
+    let mut command = junction();
+    command.current_dir(dir).env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0").stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    (child, stderr)
+}
+
 #[test]
 fn a_bad_value_stops_junction_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,15 +75,8 @@ async fn healthcheck_reports_ready_and_unreachable() {
 async fn sigterm_drains_and_exits_cleanly() {
     let db = TestDatabase::new(Kind::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = junction()
-        .current_dir(dir.path())
-        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
-        .env("JUNCTION_STORE__URL", &db.url)
-        .env("JUNCTION_LOG__FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (mut child, stderr) =
+        serve_in(dir.path(), &[("JUNCTION_STORE__URL", &db.url), ("JUNCTION_LOG__FORMAT", "json")]);
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
@@ -142,15 +147,8 @@ fn token_mints_a_jwt_that_junction_accepts() {
 #[tokio::test]
 async fn a_relative_sqlite_path_is_logged_absolute_and_sigterm_works_with_a_closed_log_pipe() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = junction()
-        .current_dir(dir.path())
-        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
-        .env("JUNCTION_STORE__URL", "sqlite://data/relative.db")
-        .env("JUNCTION_LOG__FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (mut child, stderr) =
+        serve_in(dir.path(), &[("JUNCTION_STORE__URL", "sqlite://data/relative.db"), ("JUNCTION_LOG__FORMAT", "json")]);
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
         std::io::BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("junction is listening"))
@@ -179,13 +177,7 @@ async fn a_relative_sqlite_path_is_logged_absolute_and_sigterm_works_with_a_clos
 #[test]
 fn text_logs_to_a_pipe_have_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = junction()
-        .current_dir(dir.path())
-        .env("JUNCTION_SERVER__LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (mut child, stderr) = serve_in(dir.path(), &[]);
     let listening = {
         use std::io::BufRead;
         std::io::BufReader::new(stderr).lines().map_while(Result::ok).find(|l| l.contains("junction is listening"))

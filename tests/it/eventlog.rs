@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use junction::eventlog::{AppendBatch, AppendError, Protocol, SeqNum, StoreKey, SubscriptionEnded};
 
-use crate::helpers::{Kind, TestDatabase, at_head, body, checked, key, spawn_app, spawn_app_with, test_config};
+use crate::helpers::{
+    CommitterHold, Kind, TestDatabase, at_head, body, checked, key, spawn_app, spawn_app_with, test_config,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -426,42 +428,6 @@ async fn appends_through_two_servers_on_one_postgres_stay_serialized() {
     assert_eq!(events.iter().map(|e| e.seq.0).collect::<Vec<_>>(), (1..=91).collect::<Vec<_>>());
     a.stop().await;
     b.stop().await;
-}
-
-/// Holds the committer inside its next transaction: a lock on the store row (Postgres) or on the
-/// whole database (SQLite) that the commit of `store` has to wait for. Released when dropped.
-enum CommitterHold {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
-}
-
-impl CommitterHold {
-    async fn take(db: &TestDatabase, store: junction::eventlog::StoreId) -> CommitterHold {
-        use sqlx::Connection;
-        if db.url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
-            CommitterHold::Sqlite(conn)
-        } else {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            let mut tx = pool.begin().await.unwrap();
-            sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE")
-                .bind(store.0)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            CommitterHold::Postgres(tx)
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            CommitterHold::Sqlite(mut conn) => {
-                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
-            }
-            CommitterHold::Postgres(tx) => tx.rollback().await.unwrap(),
-        }
-    }
 }
 
 /// `commit_group_size` observations of more than one request, from `/metrics`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use junction::eventlog::{AppendBatch, Protocol, SeqNum, StoreKey};
 use serde_json::{Value, json};
 
-use crate::helpers::{Kind, TestApp, TestDatabase, WsClient, body, spawn_app_with, test_config};
+use crate::helpers::{CommitterHold, Kind, TestApp, TestDatabase, WsClient, body, spawn_app_with, test_config};
 
 /// A tmpfs of a few megabytes mounted for one test, with a ballast file that the test deletes to
 /// give space back. Needs root (scripts/test.sh and CI run as root).
@@ -601,9 +601,7 @@ async fn a_lost_commit_reply_stores_nothing_twice() {
     let blocker_id = app.log.store_id(&blocker).await.unwrap();
     app.log.store_id(&contended).await.unwrap();
     // Hold the committer on the blocker's row so that the writes below queue into one group.
-    let direct = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let mut hold = direct.begin().await.unwrap();
-    sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE").bind(blocker_id.0).execute(&mut *hold).await.unwrap();
+    let hold = CommitterHold::take(&db, blocker_id).await;
     // The blocker's group commits first (1st COMMIT); the second group's reply is lost.
     proxy.cut_at_commit.store(2, std::sync::atomic::Ordering::SeqCst);
     let append = |key: StoreKey, tag: String| {
@@ -618,7 +616,7 @@ async fn a_lost_commit_reply_stores_nothing_twice() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let writes: Vec<_> = (0..6).map(|i| append(contended.clone(), format!("w{i}"))).collect();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    hold.rollback().await.unwrap();
+    hold.release().await;
     assert!(first.await.unwrap().1);
     let mut acknowledged = BTreeSet::new();
     for write in writes {

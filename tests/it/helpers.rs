@@ -301,6 +301,11 @@ pub async fn wait_for_one_stalled_close(app: &TestApp, protocol: &str, open: u64
     }
 }
 
+/// A port of 127.0.0.1 that was free a moment ago (for a server of the test's own: bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// `npm ci` a Node package of the repo (an interop suite, a client) if it has not been installed
 /// yet. scripts/test.sh installs them all first; this covers running one test on its own.
 pub async fn npm_installed(dir: &str) {
@@ -402,4 +407,40 @@ fn a_skipped_describe_is_seen_though_node_counts_it_nowhere() {
     let result =
         std::panic::catch_unwind(|| assert_node_runs(tap, &[Expected { tests: 1, suites: 2, pass: 1, skipped: &[] }]));
     assert!(result.is_err(), "a skipped describe must fail the check");
+}
+
+/// Holds the committer inside its next transaction: a lock on the store row (Postgres) or on the
+/// whole database (SQLite) that the commit of `store` has to wait for. Released when dropped.
+pub enum CommitterHold {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl CommitterHold {
+    pub async fn take(db: &TestDatabase, store: junction::eventlog::StoreId) -> CommitterHold {
+        use sqlx::Connection;
+        if db.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.unwrap();
+            CommitterHold::Sqlite(conn)
+        } else {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE")
+                .bind(store.0)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            CommitterHold::Postgres(tx)
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            CommitterHold::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            CommitterHold::Postgres(tx) => tx.rollback().await.unwrap(),
+        }
+    }
 }

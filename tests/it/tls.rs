@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use junction::eventlog::{AppendBatch, Protocol, SeqNum, StoreKey};
 
-use crate::helpers::{TestDatabase, body, spawn_app_with, test_config};
+use crate::helpers::{TestDatabase, body, free_port, spawn_app_with, test_config};
 
 /// A certificate authority and a server certificate it signed for localhost and 127.0.0.1.
 struct Certificates {
@@ -73,10 +73,6 @@ impl Certificates {
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn is_root() -> bool {
