@@ -7,13 +7,15 @@
 # input is kept in target/fuzz-failures/. `cargo test` runs the same tests with a few thousand
 # inputs each (the CI smoke).
 #
-# Environment: FUZZ_SEED (repeat a run; default from the clock), FUZZ_NICE (default 15).
+# Environment: FUZZ_SEED (repeat a run; default from the clock, so that each run explores anew),
+# FUZZ_NICE (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib.sh
 
 export FUZZ_INPUTS="${1:-10000000}"
+export FUZZ_SEED="${FUZZ_SEED:-$(date +%s%N)}"
 nice_level="${FUZZ_NICE:-15}"
 decoders=(
   livestore::livestore_v03_messages

@@ -60,4 +60,12 @@ log "running the Pocket client's unit tests"
 node --test protocols/pocket/client/test/unit.test.mjs
 
 # Two cores: two test threads keep servers, databases and clients from starving each other.
-cargo test --locked -- --test-threads=2 "$@"
+# A hung test must fail the run with a message while there is time to read it, not run into
+# CI's own limit: the suite (build included) takes under 10 minutes on 2 cores.
+suite_limit_minutes="${TEST_LIMIT_MINUTES:-45}"
+status=0
+timeout --kill-after=60 "${suite_limit_minutes}m" cargo test --locked -- --test-threads=2 "$@" || status=$?
+if [ "$status" = 124 ]; then
+  log "the test suite ran over $suite_limit_minutes minutes and was stopped: a test hung (look above for \"has been running for over 60 seconds\")"
+fi
+exit "$status"

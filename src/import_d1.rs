@@ -7,8 +7,8 @@
 //! [`EventLog::restore`]: each store whole or not at all, idempotent, and refused over a different
 //! history unless `replace`.
 //!
-//! Cloudflare's table names lose the original storeId (`replaceAll(/[^a-zA-Z0-9]/g, '_')`, §4
-//! of the LiveStore spec). The storeId comes from, in order: the `--store-map` file; the
+//! Cloudflare's table names lose the original storeId (sync-cf names a store's table with
+//! `replaceAll(/[^a-zA-Z0-9]/g, '_')` of it). The storeId comes from, in order: the `--store-map` file; the
 //! `context_7` table of 0.4 DO SQLite (which also carries the backendId, so connected 0.4 clients
 //! keep their data); else the table suffix itself, with a warning.
 
@@ -103,7 +103,7 @@ pub async fn import(
     mut progress: impl FnMut(u64),
 ) -> Result<Report, ImportError> {
     let source = file.display().to_string();
-    let mut conn = open_source(file).await.map_err(|e| ImportError::Source(source.clone(), e))?;
+    let mut conn = open_source(file).await?;
     let mut report = Report::default();
     for planned in plan(&mut conn, &source, options, &mut report.warnings).await? {
         let events = read_store(&mut conn, &planned, &mut report.warnings).await?;
@@ -224,18 +224,35 @@ pub(crate) async fn read_store(
 }
 
 /// A SQLite file as it is (read-only), or a SQL dump replayed into an in-memory database.
-async fn open_source(file: &Path) -> Result<SqliteConnection, sqlx::Error> {
+async fn open_source(file: &Path) -> Result<SqliteConnection, ImportError> {
+    let source = || file.display().to_string();
     let mut magic = [0u8; 16];
     let is_sqlite = std::fs::File::open(file)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
         .is_ok_and(|()| &magic == b"SQLite format 3\0");
     if is_sqlite {
-        return SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(file).read_only(true)).await;
+        let options = SqliteConnectOptions::new().filename(file).read_only(true);
+        return SqliteConnection::connect_with(&options).await.map_err(|e| ImportError::Source(source(), e));
     }
-    let dump = std::fs::read_to_string(file)?;
-    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::from_str("sqlite::memory:")?).await?;
-    sqlx::raw_sql(&dump).execute(&mut conn).await?;
+    let dump = std::fs::read_to_string(file).map_err(|e| ImportError::Source(source(), e.into()))?;
+    let in_memory = SqliteConnectOptions::from_str("sqlite::memory:").expect("a valid SQLite URL");
+    let mut conn = SqliteConnection::connect_with(&in_memory).await.map_err(|e| ImportError::Source(source(), e))?;
+    load_dump(&mut conn, &source(), &dump).await?;
     Ok(conn)
+}
+
+/// Runs a SQL dump. A NUL byte ends SQL text for SQLite, and sqlx's statement splitter never
+/// gets past one (it spins for ever), so a dump holding one is refused up front; `wrangler d1
+/// export` writes none.
+pub(crate) async fn load_dump(conn: &mut SqliteConnection, source: &str, dump: &str) -> Result<(), ImportError> {
+    if let Some(at) = dump.find('\0') {
+        let line = 1 + dump[..at].matches('\n').count();
+        return Err(ImportError::Unsupported(format!(
+            "{source}: line {line} holds a NUL byte, which SQL text cannot; is this a SQL dump or a SQLite file?"
+        )));
+    }
+    sqlx::raw_sql(dump).execute(conn).await.map_err(|e| ImportError::Source(source.to_string(), e))?;
+    Ok(())
 }
 
 struct Context {

@@ -271,3 +271,27 @@ async fn other_persistence_formats_are_named_and_refused() {
     assert!(error.to_string().contains("no LiveStore event table"), "{error}");
     app.stop().await;
 }
+
+/// A NUL byte ends SQL text for SQLite, and sqlx's statement splitter never got past one: the
+/// import spun for ever at full CPU. It is refused, naming the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_holding_a_nul_byte_is_refused_instead_of_hanging() {
+    let app = spawn_app(Kind::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("nul.sql");
+    write_d1_dump(&dump, &[("eventlog_7_todos", TODOS)]);
+    let mut text = std::fs::read_to_string(&dump).unwrap();
+    // Where a statement could start: SQLite prepares nothing there, and the splitter stood still.
+    text.insert(text.find("INSERT").unwrap(), '\0');
+    std::fs::write(&dump, text).unwrap();
+    let options = Options::default();
+    let import = import_d1::import(&app.log, &dump, &options, |_| {});
+    // No timing is asserted: the minute only stops a hang from holding the suite.
+    let error = tokio::time::timeout(std::time::Duration::from_secs(60), import)
+        .await
+        .expect("the import hung on the NUL byte")
+        .unwrap_err();
+    assert!(matches!(error, ImportError::Unsupported(_)), "{error:?}");
+    assert!(error.to_string().contains("line 3 holds a NUL byte"), "{error}");
+    app.stop().await;
+}
