@@ -96,16 +96,69 @@ pub struct LogConfig {
     pub level: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Shared secret for HS256 tokens. Empty: HS256 tokens are not accepted.
+    /// Shared secret for HS256 (and HS384/HS512) tokens. Empty: those tokens are not accepted.
     pub jwt_secret: String,
-    /// PEM public key for RS256/ES256 tokens. Empty: those are not accepted.
+    /// PEM public key (RSA, EC or Ed25519) for RS*/PS*, ES256/ES384 or EdDSA tokens. Empty:
+    /// only the JWKS (if any) verifies those.
     pub jwt_public_key: String,
+    /// The identity provider's JSON Web Key Set (`https://…/.well-known/jwks.json`): fetched at
+    /// start, cached, and fetched again when a token names a key id it does not hold.
+    pub jwks_url: String,
+    /// Seconds a fetched key set is used before it is fetched again (so that a key the provider
+    /// withdrew stops verifying).
+    pub jwks_cache_secs: u64,
+    /// Fewest seconds between two fetches: tokens with made-up key ids must not make Junction
+    /// hammer the provider. A key rotated in is picked up at most this late.
+    pub jwks_min_refresh_secs: u64,
+    /// When set, a token's `iss` must be exactly this.
+    pub issuer: String,
+    /// When set, a token's `aud` must name one of these (a string or a list).
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// The claim that names the user when the token has no `userId` (Junction's own claim).
+    /// A top-level claim name, else a dotted path into nested objects.
+    pub user_id_claim: String,
+    /// Where Junction's permissions object (`{canRead, canWrite, isAdmin}`) sits in the token:
+    /// a top-level claim name, else a dotted path (`app_metadata.junction`).
+    pub permissions_claim: String,
+    /// Granted to every user with a valid token, on top of what the token grants.
+    pub default_grants: DefaultGrants,
     /// Secret that guards administrative operations (store reset, admin info, the event API).
     /// Empty disables them.
     pub admin_secret: String,
+}
+
+/// Store patterns every authenticated user may read or write; `{userId}` stands for the user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultGrants {
+    pub can_read: Vec<String>,
+    pub can_write: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Whether some token can be verified: a secret, a public key or a key set.
+    pub fn verifies_tokens(&self) -> bool {
+        !self.jwt_secret.is_empty() || !self.jwt_public_key.is_empty() || !self.jwks_url.is_empty()
+    }
+}
+
+/// `"aud"` or `["aud1", "aud2"]`: providers document a single audience, and a list is what it is.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) if one.is_empty() => Vec::new(),
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,6 +318,24 @@ impl Default for RedisConfig {
     }
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: String::new(),
+            jwt_public_key: String::new(),
+            jwks_url: String::new(),
+            jwks_cache_secs: 600,
+            jwks_min_refresh_secs: 10,
+            issuer: String::new(),
+            audience: Vec::new(),
+            user_id_claim: "sub".into(),
+            permissions_claim: "permissions".into(),
+            default_grants: DefaultGrants::default(),
+            admin_secret: String::new(),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: LogFormat::Text, level: "info".into() }
@@ -384,6 +455,19 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return invalid("store.max_connections", "must be at least 1");
+        }
+        let jwks = &self.auth.jwks_url;
+        if !jwks.is_empty() && !jwks.starts_with("https://") && !jwks.starts_with("http://") {
+            return invalid("auth.jwks_url", "must be empty or an http:// or https:// URL");
+        }
+        if self.auth.jwks_cache_secs == 0 {
+            return invalid("auth.jwks_cache_secs", "must be at least 1");
+        }
+        if self.auth.user_id_claim.is_empty() {
+            return invalid("auth.user_id_claim", "must name a claim (the default is sub)");
+        }
+        if self.auth.permissions_claim.is_empty() {
+            return invalid("auth.permissions_claim", "must name a claim (the default is permissions)");
         }
         if self.store.commit_max_requests == 0 {
             return invalid("store.commit_max_requests", "must be at least 1");
@@ -522,7 +606,7 @@ impl Config {
     /// key to check a token with (nor, for LiveStore, a static token). For the start-up warning.
     pub fn locked_protocols(&self) -> Vec<&'static str> {
         let protocols = &self.protocols;
-        let jwt = !self.auth.jwt_secret.is_empty() || !self.auth.jwt_public_key.is_empty();
+        let jwt = self.auth.verifies_tokens();
         [
             ("synckit", protocols.synckit.enabled && !protocols.synckit.allow_anonymous && !jwt),
             (

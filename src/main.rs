@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exp: Some(now + ttl),
                 iat: Some(now),
             };
-            println!("{}", junction::auth::mint_hs256(&claims, &config.auth.jwt_secret)?);
+            println!("{}", junction::auth::mint_hs256(&claims, &config.auth)?);
             Ok(())
         }
         Some(Command::Migrate) => {

@@ -33,6 +33,7 @@ struct Inner {
     fanout: FanOutMetrics,
     resident_memory: Gauge,
     redis_up: Gauge,
+    jwks_fetches: Family<ResultLabel, Counter>,
 }
 
 /// What the Redis fan-out did; all zero on a single instance.
@@ -49,6 +50,11 @@ struct FanOutMetrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ProtocolLabel {
     protocol: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -209,6 +215,12 @@ impl Metrics {
              (only with Redis configured; read when /metrics is scraped)",
             redis_up.clone(),
         );
+        let jwks_fetches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's key set (auth.jwks_url), by result (ok, error)",
+            jwks_fetches.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 fanout,
@@ -225,6 +237,7 @@ impl Metrics {
                 auth_expiries,
                 resident_memory,
                 redis_up,
+                jwks_fetches,
             }),
         }
     }
@@ -291,6 +304,11 @@ impl Metrics {
 
     pub fn fanout_recovered(&self, batches: usize) {
         self.inner.fanout.recovered_from_change_log.inc_by(batches as u64);
+    }
+
+    /// A fetch of the identity provider's key set (`auth.jwks_url`) ended.
+    pub fn jwks_fetched(&self, ok: bool) {
+        self.inner.jwks_fetches.get_or_create(&ResultLabel { result: if ok { "ok" } else { "error" } }).inc();
     }
 
     pub fn set_redis_up(&self, up: bool) {

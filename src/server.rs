@@ -98,7 +98,8 @@ impl Server {
     /// listener. Nothing is served until [`Server::run`].
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         let metrics = Metrics::new();
-        let tokens = TokenVerifier::from_config(&config.auth)?;
+        let tokens = TokenVerifier::from_config(&config.auth, metrics.clone())?;
+        tokens.prefetch_keys().await;
         let backend = connect_store(&config).await?;
         let hub = Hub::new(config.limits.subscriber_queue, config.limits.subscriber_queue_bytes, metrics.clone());
         let redis = if config.redis.url.is_empty() {

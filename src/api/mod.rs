@@ -158,7 +158,7 @@ impl FromRequestParts<AppState> for Caller {
         if !secret.is_empty() && crate::auth::secret_matches(token, secret) {
             return Ok(Caller { claims: None });
         }
-        match state.tokens.verify(token) {
+        match state.tokens.verify(token).await {
             Ok(claims) => Ok(Caller { claims: Some(claims) }),
             Err(_) => Err(ApiError::Unauthorized),
         }

@@ -101,10 +101,11 @@ async fn sigterm_drains_and_exits_cleanly() {
     assert!(lines.iter().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "log.format = json: {log}");
 }
 
-#[test]
-fn token_mints_a_jwt_that_junction_accepts() {
+#[tokio::test]
+async fn token_mints_a_jwt_that_junction_accepts() {
     use junction::auth::TokenVerifier;
     use junction::config::AuthConfig;
+    use junction::metrics::Metrics;
 
     let dir = tempfile::tempdir().unwrap();
     let output = junction()
@@ -115,9 +116,12 @@ fn token_mints_a_jwt_that_junction_accepts() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap();
-    let verifier =
-        TokenVerifier::from_config(&AuthConfig { jwt_secret: "cli-secret".into(), ..AuthConfig::default() }).unwrap();
-    let claims = verifier.verify(token.trim()).unwrap();
+    let verifier = TokenVerifier::from_config(
+        &AuthConfig { jwt_secret: "cli-secret".into(), ..AuthConfig::default() },
+        Metrics::new(),
+    )
+    .unwrap();
+    let claims = verifier.verify(token.trim()).await.unwrap();
     assert_eq!(claims.user_id.as_deref(), Some("u7"));
     assert!(claims.can_read("doc-9") && !claims.can_read("other"));
     assert!(claims.can_write("doc-1") && !claims.can_write("doc-2"));
@@ -125,8 +129,9 @@ fn token_mints_a_jwt_that_junction_accepts() {
     let lifetime = claims.exp.unwrap() - claims.iat.unwrap();
     assert_eq!(lifetime, 7200);
     let other =
-        TokenVerifier::from_config(&AuthConfig { jwt_secret: "another".into(), ..AuthConfig::default() }).unwrap();
-    assert!(other.verify(token.trim()).is_err(), "signed with the configured secret only");
+        TokenVerifier::from_config(&AuthConfig { jwt_secret: "another".into(), ..AuthConfig::default() }, Metrics::new())
+            .unwrap();
+    assert!(other.verify(token.trim()).await.is_err(), "signed with the configured secret only");
 
     let output = junction().current_dir(dir.path()).args(["token", "--user", "u7"]).output().unwrap();
     assert!(!output.status.success(), "no secret, no token");

@@ -65,7 +65,7 @@ async fn connect_v03(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let (params, grant) = match admit(&state, &query) {
+    let (params, grant) = match admit(&state, &query).await {
         Ok(admitted) => admitted,
         Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
     };
@@ -86,7 +86,7 @@ pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Respo
     if request.method() == Method::OPTIONS {
         return preflight(request.headers());
     }
-    let (params, grant) = match admit(&state, &query) {
+    let (params, grant) = match admit(&state, &query).await {
         Ok(admitted) => admitted,
         Err(reason) => return with_cors((StatusCode::BAD_REQUEST, reason).into_response()),
     };
@@ -119,12 +119,12 @@ pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Respo
 
 /// Parses the query and checks the payload. A refusal is answered with HTTP 400 and the reason,
 /// as Cloudflare does, and logged (the clients themselves retry silently).
-fn admit(state: &AppState, query: &HashMap<String, String>) -> Result<(SyncParams, Grant), String> {
+async fn admit(state: &AppState, query: &HashMap<String, String>) -> Result<(SyncParams, Grant), String> {
     let params = SyncParams::parse(query).map_err(|reason| {
         tracing::info!(%reason, "livestore: refused a connection with invalid search params");
         format!("Invalid search params: {reason}")
     })?;
-    let grant = session::authorize(state, &params).inspect_err(|reason| {
+    let grant = session::authorize(state, &params).await.inspect_err(|reason| {
         tracing::info!(store = %params.store_id, %reason, "livestore: refused a connection");
     })?;
     Ok((params, grant))

@@ -89,7 +89,7 @@ impl Grant {
 
 /// Checks `payload.authToken` once, at connection time (as `validatePayload` does on
 /// Cloudflare). A connection needs read access to its store; each push needs write access.
-pub fn authorize(state: &AppState, params: &SyncParams) -> Result<Grant, String> {
+pub async fn authorize(state: &AppState, params: &SyncParams) -> Result<Grant, String> {
     let config = &state.config.protocols.livestore;
     let token = params.auth_token();
     if let Some(token) = token {
@@ -98,7 +98,7 @@ pub fn authorize(state: &AppState, params: &SyncParams) -> Result<Grant, String>
             return Ok(Grant::Full);
         }
         if state.tokens.is_configured() {
-            match state.tokens.verify(token) {
+            match state.tokens.verify(token).await {
                 Ok(claims) if claims.can_read(&params.store_id) => return Ok(Grant::Token(claims)),
                 Ok(_) => return Err(format!("the token does not grant access to store {:?}", params.store_id)),
                 // With anonymous access on, a bad token just means an anonymous client.

@@ -34,7 +34,7 @@ pub async fn any(State(state): State<AppState>, request: Request) -> Response {
 
 async fn handle(state: AppState, route: HttpRoute, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let identity = match session::authenticate(&state, bearer(&parts.headers)) {
+    let identity = match session::authenticate(&state, bearer(&parts.headers)).await {
         Ok(identity) => identity,
         Err(reason) => {
             tracing::info!(%reason, "pocket: refused an HTTP request");

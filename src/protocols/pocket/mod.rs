@@ -179,7 +179,7 @@ pub async fn socket_entry(State(state): State<AppState>, request: Request) -> Re
         Ok(ticket) => ticket,
         Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     };
-    let admitted = admit(&state, token.as_deref());
+    let admitted = admit(&state, token.as_deref()).await;
     crate::protocols::socket::configure(upgrade, &state.config.limits).on_upgrade(move |socket| async move {
         ws::serve(socket, state, admitted).await;
         drop(ticket);
@@ -192,8 +192,8 @@ enum Refused {
     TooManyConnections,
 }
 
-fn admit(state: &AppState, token: Option<&str>) -> Result<(session::Identity, Option<UserSlot>), Refused> {
-    let identity = session::authenticate(state, token).map_err(Refused::Auth)?;
+async fn admit(state: &AppState, token: Option<&str>) -> Result<(session::Identity, Option<UserSlot>), Refused> {
+    let identity = session::authenticate(state, token).await.map_err(Refused::Auth)?;
     // Anonymous clients and tokens without a user id are not counted per user (there is no
     // user to count them by); `limits.max_connections` still bounds them.
     let slot = match &identity.user {

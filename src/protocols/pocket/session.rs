@@ -59,13 +59,13 @@ impl Identity {
 /// Checks a client's token (`?token=` on WebSocket, `Authorization: Bearer` on HTTP; an empty
 /// one counts as none). A token that is sent must verify whenever a key is configured, even when
 /// anonymous access is on: an expired token should say so rather than pass as anonymous.
-pub fn authenticate(state: &AppState, token: Option<&str>) -> Result<Identity, String> {
+pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Identity, String> {
     let config = &state.config.protocols.pocket;
     let token = token.filter(|t| !t.is_empty());
     if let Some(token) = token
         && state.tokens.is_configured()
     {
-        let claims = state.tokens.verify(token).map_err(|e| e.to_string())?;
+        let claims = state.tokens.verify(token).await.map_err(|e| e.to_string())?;
         return Ok(Identity { user: claims.user_id.clone(), grant: Grant::Token(claims) });
     }
     if config.allow_anonymous {

@@ -421,7 +421,7 @@ impl Connection {
     async fn authenticate(&mut self, framing: Framing, credential: AuthCredential<'_>) -> bool {
         let allow_anonymous = self.state.config.protocols.synckit.allow_anonymous;
         match credential {
-            AuthCredential::Token(token) => match self.state.tokens.verify(token) {
+            AuthCredential::Token(token) => match self.state.tokens.verify(token).await {
                 Ok(claims) => {
                     let identity = Identity::from_claims(claims);
                     let success = AuthSuccess {

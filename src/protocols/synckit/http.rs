@@ -18,7 +18,7 @@ fn error(status: StatusCode, text: &str) -> Response {
 pub async fn verify(State(state): State<AppState>, body: Option<Json<Value>>) -> Response {
     let token = body.as_ref().and_then(|Json(b)| b.get("token")).and_then(Value::as_str).filter(|t| !t.is_empty());
     let Some(token) = token else { return error(StatusCode::BAD_REQUEST, "Token required") };
-    match state.tokens.verify(token) {
+    match state.tokens.verify(token).await {
         Ok(claims) => {
             let mut answer = json!({"valid": true, "userId": claims.user_id});
             if let Some(exp) = claims.exp {
@@ -38,7 +38,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).filter(|t| !t.is_empty()) else {
         return error(StatusCode::UNAUTHORIZED, "Invalid Authorization header format");
     };
-    match state.tokens.verify(token) {
+    match state.tokens.verify(token).await {
         Ok(claims) => Json(json!({"userId": claims.user_id, "email": claims.email, "permissions": claims.permissions}))
             .into_response(),
         Err(_) => error(StatusCode::UNAUTHORIZED, "Invalid or expired token"),

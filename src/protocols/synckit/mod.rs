@@ -76,7 +76,7 @@ async fn connect(
 ) -> Response {
     let config = &state.config.protocols.synckit;
     let start = match query.get("token").filter(|t| !t.is_empty()) {
-        Some(token) => match state.tokens.verify(token) {
+        Some(token) => match state.tokens.verify(token).await {
             Ok(claims) => Start::Authenticated(Identity::from_claims(claims)),
             Err(error) => {
                 tracing::info!(%error, "synckit: refused a token in the URL");
