@@ -760,4 +760,24 @@ mod tests {
             Ok(())
         });
     }
+
+    /// Providers document one audience; a list is allowed too, in the file and in the environment.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn audience_is_one_or_many() {
+        assert_eq!(with_toml("[auth]\naudience = \"api\"\n").unwrap().auth.audience, ["api"]);
+        assert_eq!(with_toml("[auth]\naudience = [\"a\", \"b\"]\n").unwrap().auth.audience, ["a", "b"]);
+        assert!(with_toml("[auth]\naudience = \"\"\n").unwrap().auth.audience.is_empty());
+        let err = with_toml("[auth]\njwks_url = \"ftp://id.example/keys\"\n").unwrap_err().to_string();
+        assert!(err.contains("auth.jwks_url"), "{err}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("junction.toml", "")?;
+            jail.set_env("JUNCTION_AUTH__AUDIENCE", "https://api.example");
+            jail.set_env("JUNCTION_AUTH__DEFAULT_GRANTS__CAN_READ", "[\"user-{userId}-*\"]");
+            let config = Config::load(Path::new("junction.toml")).unwrap();
+            assert_eq!(config.auth.audience, ["https://api.example"]);
+            assert_eq!(config.auth.default_grants.can_read, ["user-{userId}-*"]);
+            Ok(())
+        });
+    }
 }

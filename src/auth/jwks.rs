@@ -146,13 +146,9 @@ impl KeySet {
         }
         let keys: Vec<SigningKey> = match kid {
             Some(kid) => cached.by_id.get(kid).into_iter().filter(|k| k.verifies(algorithm)).cloned().collect(),
-            None => cached
-                .unnamed
-                .iter()
-                .chain(cached.by_id.values())
-                .filter(|k| k.verifies(algorithm))
-                .cloned()
-                .collect(),
+            None => {
+                cached.unnamed.iter().chain(cached.by_id.values()).filter(|k| k.verifies(algorithm)).cloned().collect()
+            }
         };
         (!keys.is_empty()).then_some(keys)
     }

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::config::{AuthConfig, DefaultGrants};
 use crate::metrics::Metrics;
-use jwks::{KeySet, KeyFamily};
+use jwks::{KeyFamily, KeySet};
 
 /// What a verified token allows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,7 +276,10 @@ impl TokenVerifier {
         let user_id = text(raw.get("userId")).or_else(|| text(claim_at(&raw, &self.user_id_claim)));
         let mut permissions = match claim_at(&raw, &self.permissions_claim) {
             Some(value @ Value::Object(_)) => Permissions::deserialize(value).map_err(|e| {
-                AuthError::Invalid(format!("the {:?} claim is not Junction's permissions object: {e}", self.permissions_claim))
+                AuthError::Invalid(format!(
+                    "the {:?} claim is not Junction's permissions object: {e}",
+                    self.permissions_claim
+                ))
             })?,
             // Not Junction's shape (Auth0's RBAC puts a list of strings in `permissions`):
             // it grants nothing, rather than making the token unusable.
@@ -348,7 +351,10 @@ mod tests {
     #[tokio::test]
     async fn permissions_match_names_and_prefixes() {
         let claims = verifier()
-            .verify(&token(json!({"userId": "u1", "permissions": {"canRead": ["doc-*"], "canWrite": ["doc-1"]}}), "s3cret"))
+            .verify(&token(
+                json!({"userId": "u1", "permissions": {"canRead": ["doc-*"], "canWrite": ["doc-1"]}}),
+                "s3cret",
+            ))
             .await
             .unwrap();
         assert_eq!(claims.user_id.as_deref(), Some("u1"));

@@ -128,9 +128,11 @@ async fn token_mints_a_jwt_that_junction_accepts() {
     assert!(!claims.permissions.is_admin);
     let lifetime = claims.exp.unwrap() - claims.iat.unwrap();
     assert_eq!(lifetime, 7200);
-    let other =
-        TokenVerifier::from_config(&AuthConfig { jwt_secret: "another".into(), ..AuthConfig::default() }, Metrics::new())
-            .unwrap();
+    let other = TokenVerifier::from_config(
+        &AuthConfig { jwt_secret: "another".into(), ..AuthConfig::default() },
+        Metrics::new(),
+    )
+    .unwrap();
     assert!(other.verify(token.trim()).await.is_err(), "signed with the configured secret only");
 
     let output = junction().current_dir(dir.path()).args(["token", "--user", "u7"]).output().unwrap();
@@ -143,6 +145,30 @@ async fn token_mints_a_jwt_that_junction_accepts() {
         .output()
         .unwrap();
     assert!(!output.status.success(), "a bad --ttl is refused");
+
+    // Where the configuration wants an issuer, an audience and the permissions elsewhere, the
+    // minted token is what that configuration accepts.
+    let provider_like = AuthConfig {
+        jwt_secret: "cli-secret".into(),
+        issuer: "https://id.example/".into(),
+        audience: vec!["api".into()],
+        permissions_claim: "https://app.example/junction".into(),
+        ..AuthConfig::default()
+    };
+    let output = junction()
+        .current_dir(dir.path())
+        .env("JUNCTION_AUTH__JWT_SECRET", "cli-secret")
+        .env("JUNCTION_AUTH__ISSUER", "https://id.example/")
+        .env("JUNCTION_AUTH__AUDIENCE", "api")
+        .env("JUNCTION_AUTH__PERMISSIONS_CLAIM", "https://app.example/junction")
+        .args(["token", "--user", "u7", "--read", "doc-*"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let claims =
+        TokenVerifier::from_config(&provider_like, Metrics::new()).unwrap().verify(token.trim()).await.unwrap();
+    assert!(claims.can_read("doc-1"), "{claims:?}");
 }
 
 /// The default store is a path relative to the working directory: the log says which file that

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod http;
+mod identity_provider;
 mod import_d1;
 mod input;
 mod livestore;
