@@ -55,6 +55,34 @@ pub struct StoreConfig {
     /// first one, before it fails with a retryable error. Short, so that clients hear at once
     /// that the database is gone instead of hanging.
     pub timeout_ms: u64,
+    /// When an acknowledged write is safe: `fsync` (on disk, survives power loss) or `process`
+    /// (survives a crash or `kill -9` of Junction, not of the machine). See [`Durability`].
+    pub durability: Durability,
+}
+
+/// What "acknowledged" promises about a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The write is on disk before it is acknowledged: SQLite `synchronous = FULL`, Postgres
+    /// `synchronous_commit = on`. Survives power loss and an operating-system crash.
+    #[default]
+    Fsync,
+    /// The write is in the database's log, handed to the operating system but not yet flushed,
+    /// when it is acknowledged: SQLite WAL with `synchronous = NORMAL`, Postgres
+    /// `synchronous_commit = off`. Survives a crash or `kill -9` of Junction (and, on Postgres,
+    /// of the database server process), not a power loss or an OS crash, which can lose the last
+    /// fraction of a second of acknowledged writes. No fsync on the write path.
+    Process,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Fsync => "fsync",
+            Durability::Process => "process",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,6 +328,7 @@ impl Default for StoreConfig {
             commit_max_requests: 512,
             catch_up_page: 256,
             timeout_ms: 3000,
+            durability: Durability::Fsync,
         }
     }
 }

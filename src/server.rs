@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::TokenVerifier;
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::eventlog::{EventLog, LogOptions, Protocol};
 use crate::fanout::{FanOut, Hub, LocalFanOut, RedisFanOut, RedisOptions};
 use crate::metrics::{ConnectionGuard, Metrics};
@@ -221,6 +221,15 @@ async fn connect_store(config: &Config) -> anyhow::Result<Backend> {
             pending.len(),
             pending.join(", ")
         );
+    }
+    let setting = backend.durability_setting().await.context("reading the store's durability setting")?;
+    match config.store.durability {
+        Durability::Fsync => tracing::info!(durability = "fsync", %setting, "acknowledged writes are on disk"),
+        Durability::Process => tracing::info!(
+            durability = "process",
+            %setting,
+            "acknowledged writes survive a crash of junction, not a power loss (store.durability)"
+        ),
     }
     Ok(backend)
 }

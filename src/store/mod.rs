@@ -190,6 +190,12 @@ impl Backend {
         dispatch!(self, store => store.ping().await)
     }
 
+    /// The database's own word for how durable a commit is (`synchronous=FULL`,
+    /// `synchronous_commit=off`…): what `store.durability` turned into.
+    pub async fn durability_setting(&self) -> StoreResult<String> {
+        dispatch!(self, store => store.durability_setting().await)
+    }
+
     pub async fn close(&self) {
         dispatch!(self, store => store.close().await)
     }

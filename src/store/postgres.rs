@@ -21,7 +21,7 @@ use super::{
     change_mark_from_row, decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row,
     store_info, stores_in_lock_order, to_i64,
 };
-use crate::config::StoreConfig;
+use crate::config::{Durability, StoreConfig};
 use crate::eventlog::{
     Change, ChangeMark, ChangePos, CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id,
     now_rfc3339,
@@ -37,7 +37,13 @@ impl PostgresStore {
     /// Connects once on its own first: a pool retries a failing connect until its timeout and
     /// then reports only that it timed out, where an operator needs the host and the reason.
     pub async fn connect(config: &StoreConfig) -> Result<PostgresStore, ConnectError> {
-        let options = PgConnectOptions::from_str(&config.url)?;
+        let mut options = PgConnectOptions::from_str(&config.url)?;
+        if config.durability == Durability::Process {
+            // The commit returns once the WAL record is written, before it is flushed: a crash
+            // of Junction or of the Postgres process loses nothing, a power loss can lose the
+            // last few hundred milliseconds (wal_writer_delay times three at most).
+            options = options.options([("synchronous_commit", "off")]);
+        }
         let timeout = Duration::from_millis(config.timeout_ms);
         let unreachable = |reason: String| ConnectError::Unreachable {
             place: format!("{}:{}", options.get_host(), options.get_port()),
@@ -292,6 +298,12 @@ impl PostgresStore {
 
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// `synchronous_commit` as a pooled connection reports it, for the start-up log.
+    pub async fn durability_setting(&self) -> StoreResult<String> {
+        let value: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(&self.pool).await?;
+        Ok(format!("synchronous_commit={value}"))
     }
 
     pub async fn close(&self) {

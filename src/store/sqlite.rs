@@ -33,7 +33,7 @@ use super::{
     decide, event_from_row, locked_head, materialize, restored_batch, snapshot_from_row, store_info,
     stores_in_lock_order, to_i64,
 };
-use crate::config::StoreConfig;
+use crate::config::{Durability, StoreConfig};
 use crate::eventlog::{
     Change, ChangeMark, ChangePos, CommittedBatch, Event, SeqNum, StoreId, StoreInfo, StoreKey, new_backend_id,
     now_rfc3339,
@@ -89,7 +89,12 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(&config.url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(match config.durability {
+                Durability::Fsync => SqliteSynchronous::Full,
+                // In WAL mode a commit then reaches the WAL file (the OS's cache) without an
+                // fsync; checkpoints still sync. A crash of the process loses nothing.
+                Durability::Process => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         if let Some(dir) = options.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -281,6 +286,20 @@ impl SqliteStore {
 
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.readers).await.map(|_| ())
+    }
+
+    /// The writer's `synchronous` setting as SQLite reports it, for the start-up log.
+    pub async fn durability_setting(&self) -> StoreResult<String> {
+        let mut writer = self.writer().await?;
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(writer.conn()).await?;
+        let name = match level {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            3 => "EXTRA",
+            _ => "unknown",
+        };
+        Ok(format!("synchronous={name}"))
     }
 
     pub async fn close(&self) {

@@ -639,3 +639,65 @@ async fn a_lost_commit_reply_stores_nothing_twice() {
     assert_eq!(proxy.cut_at_commit.load(std::sync::atomic::Ordering::SeqCst), 0, "no COMMIT reply was lost");
     app.stop().await;
 }
+
+crate::on_both_backends!(kill_9_under_process_durability_loses_nothing_acknowledged);
+
+/// `store.durability = "process"` takes the fsync off the write path (SQLite `synchronous =
+/// NORMAL`, Postgres `synchronous_commit = off`: the start log shows what the database itself
+/// reports). What it promises still holds: `kill -9` of Junction in the middle of four
+/// writers pushing back to back loses nothing acknowledged, and stores nothing out of order.
+async fn kill_9_under_process_durability_loses_nothing_acknowledged(kind: Kind) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::cluster::{ADMIN_SECRET, Instance, V03Client};
+
+    const WRITERS: usize = 4;
+    let db = TestDatabase::new(kind).await;
+    let env = [("JUNCTION_STORE__DURABILITY", "process")];
+    let mut instance = Instance::start(&db, None, &env).await;
+    let setting = match kind {
+        Kind::Sqlite => "synchronous=NORMAL",
+        Kind::Postgres => "synchronous_commit=off",
+    };
+    assert!(instance.log_text().contains(setting), "{}", instance.log_text());
+
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let (addr, acked) = (instance.addr, acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut client = V03Client::connect(addr, &format!("durable-{writer}")).await;
+            let mut head = 0;
+            // Until the connection dies with the server.
+            while let Some(ok) = client.push(head, &[head + 1], &format!("writer-{writer}")).await {
+                assert!(ok, "the only writer of its store was refused at {head}");
+                head += 1;
+                acked[writer].store(head, Ordering::SeqCst);
+            }
+        }));
+    }
+    let total = || acked.iter().map(|a| a.load(Ordering::SeqCst)).sum::<u64>();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while total() < 400 {
+        assert!(tokio::time::Instant::now() < deadline, "the writers acknowledged only {} in 60 s", total());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    instance.kill9().await;
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let again = Instance::start(&db, None, &env).await;
+    let http = reqwest::Client::new();
+    for (writer, acked) in acked.iter().enumerate() {
+        let acked = acked.load(Ordering::SeqCst);
+        let url = again.url(&format!("/v1/stores/livestore:durable-{writer}/events?after=0&limit=1000"));
+        let page: Value = http.get(url).bearer_auth(ADMIN_SECRET).send().await.unwrap().json().await.unwrap();
+        let seqs: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        let stored = seqs.len() as u64;
+        assert_eq!(seqs, (1..=stored).collect::<Vec<_>>(), "writer {writer}: stored out of order");
+        // One more than acknowledged is the push whose commit the kill beat to the reply.
+        assert!(stored == acked || stored == acked + 1, "writer {writer}: {acked} acknowledged, {stored} stored");
+    }
+    again.stop().await;
+}
