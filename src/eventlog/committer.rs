@@ -72,7 +72,7 @@ async fn commit(backend: &Backend, group: &mut Vec<Pending>, fanout: &dyn FanOut
         // retry each in a transaction of its own. Not when it is unreachable or out of space:
         // every retry would fail the same way, each after the connection timeout.
         Err(GroupFailed::RolledBack(error @ sqlx::Error::Database(_)))
-            if group.len() > 1 && !is_unavailable(&error) =>
+            if group.len() > 1 && !crate::store::is_unavailable(&error) =>
         {
             tracing::warn!(%error, requests = group.len(), "group commit failed; committing its requests one by one");
             for pending in group.drain(..) {
@@ -91,20 +91,6 @@ async fn commit(backend: &Backend, group: &mut Vec<Pending>, fanout: &dyn FanOut
                 answer(pending, Err(EventLogError::CommitFailed(error.clone())), fanout);
             }
         }
-    }
-}
-
-/// Whether a database error says the database cannot take writes now (out of space, shutting
-/// down, too many connections) rather than that this request is wrong.
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    let Some(database) = error.as_database_error() else { return true };
-    let code = database.code().unwrap_or_default();
-    match code.parse::<u32>() {
-        // SQLite's (extended) result codes: SQLITE_BUSY, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL.
-        Ok(sqlite) => [5, 8, 10, 13].contains(&(sqlite & 0xff)),
-        // Postgres SQLSTATE classes: 53 insufficient resources (disk full, out of memory), 57
-        // operator intervention (shutting down), 08 connection exception.
-        Err(_) => ["53", "57", "08"].iter().any(|class| code.starts_with(class)),
     }
 }
 

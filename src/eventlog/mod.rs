@@ -53,7 +53,7 @@ impl EventLogError {
     /// request): the client should retry later.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            EventLogError::Storage(error) => !matches!(error, sqlx::Error::Database(_) | sqlx::Error::RowNotFound),
+            EventLogError::Storage(error) => crate::store::is_unavailable(error),
             EventLogError::CommitFailed(_) | EventLogError::CommitUnknown(_) | EventLogError::ShuttingDown => true,
             EventLogError::InvalidHistory(_) => false,
         }

@@ -201,6 +201,35 @@ impl Backend {
     }
 }
 
+/// Whether `error` says the database cannot be reached or cannot write now (out of space,
+/// shutting down, too many connections, busy) rather than that this request is wrong: the client
+/// should retry later (HTTP 503), and a failed group is not worth retrying request by request.
+/// The one classifier for both the event log's replies and the committer.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => {
+            let code = database.code().unwrap_or_default();
+            match code.parse::<u32>() {
+                // SQLite's (extended) result codes: SQLITE_BUSY, SQLITE_READONLY, SQLITE_IOERR,
+                // SQLITE_FULL.
+                Ok(sqlite) => [5, 8, 10, 13].contains(&(sqlite & 0xff)),
+                // Postgres SQLSTATE classes: 53 insufficient resources (disk full, out of
+                // memory), 57 operator intervention (shutting down), 08 connection exception.
+                Err(_) => ["53", "57", "08"].iter().any(|class| code.starts_with(class)),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // A missing row, a value that does not decode, a bad argument: this request, not the
+        // database.
+        _ => false,
+    }
+}
+
 /// The migrations of `migrator` whose version is not in `applied`.
 fn not_applied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<String> {
     migrator
@@ -449,6 +478,37 @@ pub(crate) fn store_info<R: StoreRow>(id: StoreId, row: &R) -> StoreResult<Store
 
 #[cfg(test)]
 mod tests {
+    /// A real `SQLITE_FULL` (a database capped at a few pages) is an outage to retry; a
+    /// constraint violation and a missing row are the request's own.
+    #[tokio::test]
+    async fn a_full_database_is_unavailable_and_a_bad_request_is_not() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, filler BLOB); PRAGMA max_page_count = 8;")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut full = None;
+        for id in 0..100 {
+            let insert = sqlx::query("INSERT INTO t VALUES (?, zeroblob(4096))").bind(id).execute(&mut conn).await;
+            if let Err(error) = insert {
+                full = Some(error);
+                break;
+            }
+        }
+        let full = full.expect("the capped database filled up");
+        assert!(super::is_unavailable(&full), "{full:?}");
+        let duplicate = sqlx::query("INSERT INTO t VALUES (0, NULL)").execute(&mut conn).await.unwrap_err();
+        assert!(!super::is_unavailable(&duplicate), "{duplicate:?}");
+        let missing =
+            sqlx::query_scalar::<_, i64>("SELECT id FROM t WHERE id = -1").fetch_one(&mut conn).await.unwrap_err();
+        assert!(!super::is_unavailable(&missing), "{missing:?}");
+        // What the event API answers with: a full disk under a single write (a store reset)
+        // is a 503 to retry, not a 500.
+        assert!(crate::eventlog::EventLogError::Storage(full).is_unavailable());
+        assert!(!crate::eventlog::EventLogError::Storage(duplicate).is_unavailable());
+    }
+
     use super::*;
     use crate::eventlog::{EventBody, NewEvent};
 
