@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Memory and slow-consumer accounting with a live puller that never reads (issue #12, §4).
+// Memory and slow-consumer accounting with a live puller that never reads (issue #12).
 //
 // Opens a LiveStore 0.4 live pull over a raw WebSocket, reads the first page, then stops reading
 // (the TCP connection stays open). A writer then pushes events of --event-mb MB over the HTTP

@@ -418,7 +418,7 @@ async fn auth_by_static_token_and_jwt(kind: Kind) {
     let app = spawn_app_with(config, db).await;
     let payload = |token: &str| {
         let json = format!(r#"{{"authToken":"{token}"}}"#);
-        // Double encoding, as the client does (§2.1).
+        // Double encoding, as the client does.
         let once: String = percent_encode(&json);
         percent_encode(&once)
     };

@@ -50,7 +50,7 @@ fn ws_url(app: &TestApp, token: Option<&str>) -> String {
     }
 }
 
-/// A document the way the real client builds one (§6.1).
+/// A document the way the real client builds one.
 fn doc(id: &str, rev: &str, clock: Value, updated: u64, fields: Value) -> Value {
     let mut doc = json!({"_id": id});
     doc.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
@@ -218,7 +218,7 @@ async fn insert_update_delete_are_seen_by_another_client(kind: Kind) {
         match expected {
             Some(document) => assert_eq!(&got["document"], document),
             None => {
-                assert_eq!(got["document"], Value::Null, "a delete goes out as document:null (§16.10)");
+                assert_eq!(got["document"], Value::Null, "a delete goes out as document:null");
                 assert_eq!(got["previousDocument"], v2);
             }
         }
@@ -290,7 +290,7 @@ async fn conflicts_follow_each_collections_strategy(kind: Kind) {
     let events = stored(&app, "sw-1").await;
     assert_eq!(events.iter().map(|e| stored_change(e)["documentId"].clone()).collect::<Vec<_>>(), ["x", "x", "z"]);
 
-    // client-wins: the pushed copy is stored, silently (§9).
+    // client-wins: the pushed copy is stored, silently.
     setup(&mut a, "cw-1", &base, &by_a).await;
     let reply = b.push("cw-1", vec![update(&base, &by_b_older)], 0).await;
     assert_eq!((reply["success"].clone(), reply.get("conflicts")), (json!(true), None));
@@ -338,7 +338,7 @@ async fn duplicates_and_overlapping_pushes_add_nothing(kind: Kind) {
     let app = spawn_app(kind).await;
     let mut a = Client::connect(&app, None, "A").await;
     let [x, y, z] = ["a", "b", "c"].map(|id| insert(&doc(id, &format!("1-{id}"), json!({"A": 1}), 1, json!({}))));
-    // The real engine's pattern (§8): [a], [a,b], [a,b,c], all sent with the checkpoint it had.
+    // The real engine's pattern: [a], [a,b], [a,b,c], all sent with the checkpoint it had.
     let replies = [
         a.push("dup", vec![x.clone()], 0).await,
         a.push("dup", vec![x.clone(), y.clone()], 0).await,
@@ -369,7 +369,7 @@ async fn push_checkpoints_never_skip_unseen_changes(kind: Kind) {
     let mut b = Client::connect(&app, None, "B").await;
     assert_eq!(a.pull(&["c"], json!({}), 100).await["checkpoint"]["sequences"]["c"], 0);
     b.push("c", vec![insert(&doc("b1", "1-b", json!({"B": 1}), 1, json!({})))], 0).await;
-    // A pushes without having seen b1: its checkpoint must stay where it was (§7, §16.6).
+    // A pushes without having seen b1: its checkpoint must stay where it was.
     let reply = a.push("c", vec![insert(&doc("a1", "1-a", json!({"A": 1}), 1, json!({})))], 0).await;
     assert_eq!(reply["checkpoint"]["sequences"]["c"], 0);
     let pulled = a.pull(&["c"], json!({"c": 0}), 100).await;

@@ -1,6 +1,7 @@
-//! The faithful Pocket client (protocols/pocket/client, written from §11 of the spec because the
-//! real `@pocket/sync` is on no registry) runs its interop suite against a Junction started here,
-//! over WebSocket and HTTP, with two users' JWTs, on SQLite and on Postgres.
+//! The faithful Pocket client (protocols/pocket/client, written from our reading of the real
+//! engine's source because the real `@pocket/sync` is on no registry) runs its interop suite
+//! against a Junction started here, over WebSocket and HTTP, with two users' JWTs, on SQLite and
+//! on Postgres.
 
 use std::process::Stdio;
 

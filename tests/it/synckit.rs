@@ -1,5 +1,5 @@
 //! SyncKit on the wire, over real sockets: what the SDK 0.3.0 sends (delta_batch, text-state,
-//! awareness — shapes from the spec's appendices) and what the npm SDK 0.1.1 cannot produce,
+//! awareness — shapes captured from the SDK and the reference server) and what the npm SDK 0.1.1 cannot produce,
 //! error texts, auth and RBAC, persistence. Frames are built and parsed with the crate's codec;
 //! payloads are checked as plain JSON. The real npm SDK runs in `synckit_interop`.
 
@@ -224,7 +224,7 @@ impl Client {
         self.take(&what, |m| m.kind == MessageType::SyncResponse && m.payload["documentId"] == doc).await.payload
     }
 
-    /// An SDK 0.1.1 delta (captured shape, spec §2.1); returns its messageId.
+    /// An SDK 0.1.1 delta (captured shape); returns its messageId.
     async fn sdk_set(&mut self, doc: &str, field: &str, value: Value, clock: Value, message_id: &str) {
         let client = clock.as_object().and_then(|c| c.keys().next().cloned()).unwrap_or_else(|| "client-A".into());
         let payload = json!({
@@ -234,7 +234,7 @@ impl Client {
         self.send(MessageType::Delta, payload).await;
     }
 
-    /// An SDK 0.3.0 delta_batch of `set` ops (captured shape, spec §2.1).
+    /// An SDK 0.3.0 delta_batch of `set` ops (captured shape).
     async fn batch_set(&mut self, doc: &str, client: &str, counter: u64, fields: &[(&str, Value)], message_id: &str) {
         let deltas: Vec<Value> = fields
             .iter()
@@ -499,7 +499,7 @@ async fn sync_request_subscribes_and_sync_step1_is_answered_like_it(kind: Kind) 
 }
 
 async fn a_sync_request_vector_clock_is_merged_into_the_document_clock(kind: Kind) {
-    // Contract: sync_request "merges a supplied vectorClock" (as the reference does, §3.2): the
+    // Contract: sync_request "merges a supplied vectorClock" (as the reference does): the
     // document clock keeps the client's counters, so later echoes beat them.
     let app = spawn_app(kind).await;
     let mut a = Client::connect(&app).await;
@@ -970,7 +970,7 @@ async fn json_text_frames_get_json_text_replies(kind: Kind) {
     let echo = a.delta("room:json", "a").await;
     assert_eq!(echo["value"], 1);
 
-    // The payload-object form is flattened (spec §1.5).
+    // The payload-object form is flattened.
     let ping = json!({ "type": "ping", "id": "p-1", "timestamp": now_ms(), "payload": {} });
     a.send_text(&ping.to_string()).await;
     let pong = a.take("pong", |m| m.kind == MessageType::Pong).await;
@@ -1139,7 +1139,7 @@ async fn every_error_text_of_the_contract_and_the_socket_stays_open(kind: Kind) 
     assert_eq!(error["details"], json!({ "code": "INVALID_MESSAGE" }));
     a.assert_open().await;
 
-    // Document ids (§3.2).
+    // Document ids.
     for (doc, text) in [
         (json!(""), "Invalid document ID"),
         (json!("x".repeat(257)), "Document ID too long"),

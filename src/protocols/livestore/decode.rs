@@ -116,8 +116,8 @@ pub(crate) fn optional_raw(raw: Option<&RawValue>) -> Option<Box<RawValue>> {
     raw.map(RawValue::to_owned)
 }
 
-/// An Effect `Option` field (§1.2): the key is required, `None` → `Ok(None)`,
-/// `Some` → the raw `value`, which the caller decodes.
+/// An Effect `Option` field (`{"_tag":"None"}` or `{"_tag":"Some","value":…}`): the key is
+/// required, `None` → `Ok(None)`, `Some` → the raw `value`, which the caller decodes.
 pub(crate) fn required_effect_option<'a>(
     raw: Option<&'a RawValue>,
     field: &str,

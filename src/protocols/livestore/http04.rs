@@ -1,4 +1,4 @@
-//! The 0.4.x HTTP transport (§3.7): one `Request` per POST, answered with a JSON array of every
+//! The 0.4.x HTTP transport: one `Request` per POST, answered with a JSON array of every
 //! message of that request. Pulls are never live here; the client polls.
 
 use axum::body::Body;

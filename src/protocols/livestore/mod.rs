@@ -11,8 +11,8 @@
 //! - [`session`]: the event-log side both versions share (auth, pushes, pull pages);
 //! - `ws03`, `ws04`, `http04`: the thin transport loops.
 //!
-//! Routing (§7.1 of the spec): 0.3 clients connect to `<path>` (their base URL plus
-//! `/websocket`); 0.4 clients to `<rpc_path>` with `transport=ws|http` in the query.
+//! Routing (`protocols/livestore/WIRE.md`, "Connecting"): 0.3 clients connect to `<path>` (their
+//! base URL plus `/websocket`); 0.4 clients to `<rpc_path>` with `transport=ws|http` in the query.
 
 pub mod decode;
 pub mod session;
@@ -79,7 +79,7 @@ async fn connect_v03(
     })
 }
 
-/// The 0.4 endpoint: routed by the query (§3.2), WebSocket or HTTP.
+/// The 0.4 endpoint, WebSocket or HTTP; a 0.4 request is told apart by its query, not its path.
 pub async fn rpc_entry(State(state): State<AppState>, request: Request) -> Response {
     let query: HashMap<String, String> =
         request.uri().query().map(|q| serde_urlencoded::from_str(q).unwrap_or_default()).unwrap_or_default();

@@ -22,7 +22,8 @@ pub enum Transport {
 pub struct SyncParams {
     pub store_id: String,
     key: StoreKey,
-    /// The app's sync payload, decoded (§2.1: form-decoded, then percent-decoded once more).
+    /// The app's sync payload, decoded. The client encodes it twice, so it is form-decoded,
+    /// then percent-decoded once more.
     pub payload: Option<serde_json::Value>,
     /// 0.4 only; 0.3 clients never send it.
     pub transport: Option<Transport>,
@@ -129,7 +130,7 @@ pub enum PushRefused {
     Internal,
 }
 
-/// Appends a pushed batch: accepted only if its first parent is the store's head (§7.6); empty
+/// Appends a pushed batch: accepted only if its first parent is the store's head; empty
 /// batches are accepted without touching the store.
 pub async fn push(log: &EventLog, params: &SyncParams, grant: &Grant, batch: &[WireEvent]) -> Result<(), PushRefused> {
     if !grant.can_write(&params.store_id) {
@@ -176,7 +177,8 @@ pub fn synced(event: &Event) -> SyncedEvent {
     }
 }
 
-/// Splits events into pages of at most 100 events and about 900,000 encoded bytes (§3.5).
+/// Splits events into pages of at most 100 events and about 900,000 encoded bytes, Cloudflare's
+/// page limits.
 pub fn paginate(events: &[Event]) -> Vec<Vec<SyncedEvent>> {
     let mut pages = Vec::new();
     let mut page = Vec::new();
@@ -285,7 +287,7 @@ mod tests {
 
     #[test]
     fn payload_is_decoded_twice() {
-        // What the real client sends for payload={authToken:'insecure-token-change-me'} (§2.1),
+        // What the real client sends for payload={authToken:'insecure-token-change-me'},
         // after the form-decoding axum's Query did.
         let encoded = "%7B%22authToken%22%3A%22insecure-token-change-me%22%7D";
         let params = SyncParams::parse(&query(&[("storeId", "my store/1"), ("payload", encoded)])).unwrap();

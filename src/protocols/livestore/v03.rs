@@ -1,4 +1,5 @@
-//! Protocol 0.3.x (`@livestore/sync-cf` 0.3.0 / 0.3.1): `WSMessage.*` JSON text frames (§2.2–2.4).
+//! Protocol 0.3.x (`@livestore/sync-cf` 0.3.0 / 0.3.1): `WSMessage.*` JSON text frames
+//! (`protocols/livestore/WIRE.md`, "Protocol 0.3.x").
 //!
 //! Decode each client text frame with [`decode_request`]; answer with [`Response::to_json`].
 //! A frame that fails to decode can be answered with [`Response::bad_frame`].
@@ -13,13 +14,13 @@ use super::wire_event::{EncodeBatch, MetadataFormat, SyncedEvent, WireEvent, to_
 
 pub use super::decode::DecodeError;
 
-/// Events per `PullRes` page in the Cloudflare server (§2.4).
+/// Events per `PullRes` page in the Cloudflare server.
 pub const PULL_PAGE_SIZE: usize = 100;
 
 /// `requestId` of every `Ping` and `Pong`; the client's schema accepts no other value.
 pub const PING_REQUEST_ID: &str = "ping";
 
-/// A decoded client → server frame (§2.3).
+/// A decoded client → server frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `cursor`: the last global seqNum the client has; `None` = from the beginning.
@@ -126,7 +127,7 @@ pub enum PullContext {
     Push,
 }
 
-/// A server → client frame (§2.3).
+/// A server → client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     /// On the wire `requestId` is the object `{"context":…,"requestId":…}`.
@@ -158,7 +159,8 @@ pub enum Response {
 }
 
 impl Response {
-    /// Rejection of a push whose `batch[0].parentSeqNum` is not the current head (§2.4).
+    /// Rejection of a push whose `batch[0].parentSeqNum` is not the current head, in Cloudflare's
+    /// exact words (the 0.3 client hands them to the app).
     pub fn invalid_parent(request_id: impl Into<String>, received: u64, expected: u64) -> Self {
         Response::Error {
             request_id: request_id.into(),
@@ -199,7 +201,7 @@ impl Response {
     }
 }
 
-// Field order below is the wire's key order (§2.3).
+// Field order below is the wire's key order (the order Cloudflare's server writes).
 #[derive(Serialize)]
 #[serde(tag = "_tag", rename_all_fields = "camelCase")]
 enum Wire<'a> {
@@ -235,7 +237,8 @@ pub(crate) mod tests {
     use super::super::wire_event::SyncMetadata;
     use super::*;
 
-    /// §1.1 example event, substituted wherever a spec frame shows `{…event…}` or `…`.
+    /// The example event of `WIRE.md`, substituted wherever a captured frame below shows `{…event…}`
+    /// or `…`.
     const EVENT: &str = r#"{"name":"todoCreated-v1","args":{"id":"a","text":"x"},"seqNum":1,"parentSeqNum":0,"clientId":"c1","sessionId":"s1"}"#;
     const PUSHED_EVENT: &str = r#"{"name":"todoCreated","args":{"id":"t1","text":"todo 1"},"seqNum":1,"parentSeqNum":0,"clientId":"node-client","sessionId":"s1"}"#;
 
@@ -270,7 +273,7 @@ pub(crate) mod tests {
         seeds
     }
 
-    // ---- §2.3 client → server goldens ----
+    // ---- client → server goldens ----
 
     #[test]
     fn decodes_pull_without_cursor() {
@@ -331,7 +334,7 @@ pub(crate) mod tests {
         assert_eq!(decode_request(frame).unwrap(), Request::PullReq { request_id: "r".into(), cursor: Some(7) });
     }
 
-    // ---- §2.3 / §2.4 server → client goldens ----
+    // ---- server → client goldens ----
 
     #[test]
     fn encodes_pull_page() {

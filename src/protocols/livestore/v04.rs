@@ -1,4 +1,5 @@
-//! Protocol 0.4.0 (`@livestore/sync-cf` 0.4.0): Effect-RPC JSON messages (§3.3, §3.4, §3.7).
+//! Protocol 0.4.0 (`@livestore/sync-cf` 0.4.0): Effect-RPC JSON messages
+//! (`protocols/livestore/WIRE.md`, "Protocol 0.4.x over WebSocket" and "over HTTP").
 //!
 //! WebSocket: decode each text frame with [`decode_ws_message`], send one
 //! [`ServerMessage::to_json`] per text frame (never a JSON array on WS).
@@ -17,12 +18,12 @@ use super::wire_event::{EncodeBatch, MetadataFormat, SyncedEvent, WireEvent, sam
 
 pub use super::decode::DecodeError;
 
-/// Page limits of the Cloudflare server (§3.5); the client copes with any page size, but
+/// Page limits of the Cloudflare server; the client copes with any page size, but
 /// staying under them keeps WS frames well below common 1 MiB message caps.
 pub const MAX_PAGE_EVENTS: usize = 100;
 pub const MAX_PAGE_BYTES: usize = 900_000;
 
-/// A decoded client → server WebSocket frame (§3.3).
+/// A decoded client → server WebSocket frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     Request(Request),
@@ -186,7 +187,7 @@ pub fn decode_ws_message(frame: &str) -> Result<ClientMessage, DecodeError> {
     }
 }
 
-/// Decodes the body of an HTTP POST: exactly one `Request` object (§3.7). Accepts only
+/// Decodes the body of an HTTP POST: exactly one `Request` object. Accepts only
 /// `SyncHttpRpc.*` requests.
 pub fn decode_http_request(body: &str) -> Result<Request, DecodeError> {
     let envelope: Envelope = parse_envelope(body).map_err(|kind| DecodeError::new(None, kind))?;
@@ -331,7 +332,7 @@ impl EncodedPullResponse {
     }
 }
 
-/// The typed errors the 0.4 client can decode (§3.4). Any other error tag becomes a
+/// The typed errors the 0.4 client can decode. Any other error tag becomes a
 /// client-side defect, so there is deliberately no other variant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "_tag")]
@@ -372,7 +373,7 @@ pub enum Exit {
     Failure(SyncError),
 }
 
-/// A server → client message (§3.3). On WS each is one text frame; over HTTP a response is
+/// A server → client message. On WS each is one text frame; over HTTP a response is
 /// a JSON array of them ([`encode_http_response`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
@@ -413,7 +414,7 @@ impl ServerMessage {
     }
 }
 
-/// The HTTP response body: a JSON array of messages, in order (§3.7).
+/// The HTTP response body: a JSON array of messages, in order (the client refuses anything else).
 pub fn encode_http_response(messages: &[ServerMessage]) -> String {
     let mut out = String::from("[");
     for (i, message) in messages.iter().enumerate() {
@@ -486,7 +487,8 @@ pub(crate) mod tests {
     use super::super::wire_event::SyncMetadata;
     use super::*;
 
-    /// §1.1 example event, substituted wherever a spec frame shows `{…event…}` / `…events…`.
+    /// The example event of `WIRE.md`, substituted wherever a captured frame below shows
+    /// `{…event…}` / `…events…`.
     const EVENT: &str = r#"{"name":"todoCreated-v1","args":{"id":"a","text":"x"},"seqNum":1,"parentSeqNum":0,"clientId":"c1","sessionId":"s1"}"#;
     const CREATED_AT: &str = "2025-01-01T00:00:00.000Z";
 
@@ -529,7 +531,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// §3.4 PullResponse, with the line break the spec inserts for layout removed.
+    /// A captured `PullResponse`; the line break in the literal is only for layout, and removed.
     fn spec_page_json() -> String {
         r#"{"batch":[{"eventEncoded":{…event…},"metadata":{"_tag":"Some","value":{"_tag":"SyncMessage.SyncMetadata","createdAt":"2025-01-01T00:00:00.000Z"}}}],
  "pageInfo":{"_tag":"MoreKnown","remaining":5},"backendId":"b1"}"#
@@ -562,7 +564,7 @@ pub(crate) mod tests {
         (ws, http)
     }
 
-    // ---- §3.3 / §3.4 client → server goldens ----
+    // ---- client → server goldens ----
 
     #[test]
     fn decodes_stream_control_frames() {
@@ -686,7 +688,7 @@ pub(crate) mod tests {
         );
     }
 
-    // ---- §3.3 / §3.4 / §3.5 / §3.7 server → client goldens ----
+    // ---- server → client goldens ----
 
     #[test]
     fn encodes_pong() {

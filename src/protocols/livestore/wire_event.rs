@@ -1,5 +1,5 @@
-//! Shapes shared by both protocol versions: the "global encoded event" (§1.1), the
-//! server-generated sync metadata (§1.3) and Effect's `Option` JSON encoding (§1.2).
+//! Shapes shared by both protocol versions: the "global encoded event", the server-generated
+//! sync metadata and Effect's `Option` JSON encoding (`protocols/livestore/WIRE.md`, "The event").
 
 use std::fmt;
 
@@ -14,7 +14,7 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// An event with a global sequence number, exactly as clients push it and pulls return it.
 ///
-/// Serializes with the key order of §1.1: `name, args, seqNum, parentSeqNum, clientId,
+/// Serializes with the clients' key order: `name, args, seqNum, parentSeqNum, clientId,
 /// sessionId`. Extra keys are ignored when decoding, as the client's schema does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,7 +100,7 @@ impl<'de> Visitor<'de> for SeqNumVisitor {
     }
 }
 
-/// Per-event metadata the server attaches when it accepts a push (§1.3).
+/// Per-event metadata the server attaches when it accepts a push.
 /// `created_at` is an opaque ISO-8601 string; one value per accepted batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncMetadata {
@@ -201,7 +201,7 @@ pub(crate) fn to_json_string<T: Serialize + ?Sized>(value: &T) -> String {
 mod tests {
     use super::*;
 
-    /// §1.1, verbatim.
+    /// The example event of `WIRE.md`, verbatim.
     const SPEC_EVENT: &str = r#"{"name":"todoCreated-v1","args":{"id":"a","text":"x"},"seqNum":1,"parentSeqNum":0,"clientId":"c1","sessionId":"s1"}"#;
 
     fn decode(json: &str) -> Result<WireEvent, String> {

@@ -1,4 +1,4 @@
-//! The 0.3.x WebSocket loop: `WSMessage.*` frames (§2).
+//! The 0.3.x WebSocket loop: `WSMessage.*` frames.
 //!
 //! A `PullReq` starts the socket's pull: pages up to the head with `context:"pull"` and the
 //! `remaining` count, then every later batch as a `context:"push"` PullRes (the echo the pusher

@@ -1,4 +1,4 @@
-//! The 0.4.x WebSocket loop: Effect-RPC frames (§3.3–3.6).
+//! The 0.4.x WebSocket loop: Effect-RPC frames.
 //!
 //! Each `SyncWsRpc.Pull` runs as its own task: pages up to the head (`MoreKnown` … `NoMore`,
 //! always at least one `NoMore`), then, when live, one `NoMore` chunk per committed batch from an
@@ -91,7 +91,8 @@ struct Connection {
 
 impl Connection {
     /// Handles one frame. `Err` closes the socket: the client is out of step with this
-    /// connection (§6, issue #1365) and only a fresh one gets it going again.
+    /// connection (a stale `Ack` after a reconnect, livestorejs/livestore#1365) and only a fresh one
+    /// gets it going again.
     async fn handle(&mut self, text: &str, pull_ended: &CancellationToken) -> Result<(), &'static str> {
         // Over the rate, requests are refused and the rest (pings, acks, interrupts: no work
         // worth sparing, and no id to refuse them with) handled: nothing goes unanswered.

@@ -1,4 +1,4 @@
-//! `ChangeEvent` (§6.2), the element of a push's `changes` and of a pull-response's
+//! `ChangeEvent`, the element of a push's `changes` and of a pull-response's
 //! `changes[collection]`.
 
 use serde::{Deserialize, Serialize};
@@ -27,12 +27,12 @@ impl Operation {
 }
 
 /// `{operation, documentId, document, previousDocument?, isFromSync, timestamp, sequence}`,
-/// serialized in that order (the real client's order, §13).
+/// serialized in that order (the real client's order).
 ///
-/// - `document` is always written, as `null` when `None` (a real delete, §6.2).
+/// - `document` is always written, as `null` when `None` (a real delete).
 /// - `previous_document` is left out when `None` (an insert has none).
 /// - `sequence`: on the way up, the client's own per-collection counter; on the way down it
-///   must be the **server** sequence of the log entry (§7, §16.5): set it before encoding.
+///   must be the **server** sequence of the log entry: set it before encoding.
 /// - Bodies are raw JSON, relayed byte for byte. Unknown fields of the change are dropped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,7 +74,7 @@ impl ChangeEvent {
         self.document.as_deref().map(|d| DocumentMeta::parse(d, "document"))
     }
 
-    /// A copy for the way down, with `sequence` set to the server's sequence (§7).
+    /// A copy for the way down, with `sequence` set to the server's sequence.
     pub fn with_sequence(&self, sequence: u64) -> Self {
         Self { sequence, ..self.clone() }
     }

@@ -1,4 +1,4 @@
-//! The checkpoint (§6.3, §7): one object type for the client's full checkpoint
+//! The checkpoint: one object type for the client's full checkpoint
 //! (`{id, sequences, timestamp, nodeId}`), the server's reply checkpoint (`{sequences, timestamp}`)
 //! and the empty `{}` a broadcast may carry.
 
@@ -14,7 +14,7 @@ use super::decode::{borrow_from_raw, expect_object, from_raw, optional, present}
 
 /// `{[collection]: sequence}` in wire order.
 ///
-/// The order of keys does not matter to the client (it merges key by key, taking the max, §6.3),
+/// The order of keys does not matter to the client (it merges key by key, taking the max),
 /// but it is kept so that re-encoding is byte-for-byte. A duplicated key keeps its first position
 /// and its last value, as `JSON.parse` does.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,7 +25,7 @@ impl Sequences {
         Self::default()
     }
 
-    /// The value for `collection`; the server treats a missing one as 0 (§5.3).
+    /// The value for `collection`; the server treats a missing one as 0.
     pub fn get(&self, collection: &str) -> Option<u64> {
         self.0.iter().find(|(c, _)| c == collection).map(|(_, s)| *s)
     }
@@ -39,7 +39,7 @@ impl Sequences {
         }
     }
 
-    /// The client's merge rule (§6.3): per collection, the max of both sides.
+    /// The client's merge rule: per collection, the max of both sides.
     pub fn merge_max(&mut self, other: &Sequences) {
         for (collection, sequence) in other.iter() {
             let merged = self.get(collection).map_or(sequence, |mine| mine.max(sequence));
@@ -109,8 +109,8 @@ impl<'de> Deserialize<'de> for Sequences {
 /// | who | shape |
 /// |---|---|
 /// | client (push, pull) | `{id:"<nodeId>_<ms>", sequences, timestamp (0 at first), nodeId}` |
-/// | server reply (§5.2, §5.4) | `{sequences, timestamp}`; the client reads only `sequences` |
-/// | broadcast (§5.4) | the recipient's own last-sent checkpoint, or `{}` |
+/// | server reply | `{sequences, timestamp}`; the client reads only `sequences` |
+/// | broadcast | the recipient's own last-sent checkpoint, or `{}` |
 ///
 /// Serialized in that key order, absent fields left out. Unknown fields are dropped.
 /// `timestamp` is a [`Number`] so that whatever the client sent re-encodes unchanged.
@@ -128,12 +128,12 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The checkpoint a server puts in a `push-response` or `pull-response` (§5.2, §5.4).
+    /// The checkpoint a server puts in a `push-response` or `pull-response`.
     pub fn server(sequences: Sequences, timestamp_ms: u64) -> Self {
         Self { id: None, sequences: Some(sequences), timestamp: Some(timestamp_ms.into()), node_id: None }
     }
 
-    /// A fresh client checkpoint (§6.3, §11.3): `{id:"<nodeId>_<created>", sequences:{}, timestamp:0, nodeId}`.
+    /// A fresh client checkpoint: `{id:"<nodeId>_<created>", sequences:{}, timestamp:0, nodeId}`.
     pub fn new_client(node_id: &str, created_ms: u64) -> Self {
         Self {
             id: Some(format!("{node_id}_{created_ms}")),
@@ -143,7 +143,7 @@ impl Checkpoint {
         }
     }
 
-    /// The sequence for `collection`, 0 when missing (the server's reading, §5.3).
+    /// The sequence for `collection`, 0 when missing (the server's reading).
     pub fn sequence(&self, collection: &str) -> u64 {
         self.sequences.as_ref().and_then(|s| s.get(collection)).unwrap_or(0)
     }

@@ -1,5 +1,5 @@
-//! Client → server: `push` (§5.1), `pull` (§5.3) and the raw text `ping` (§5.7), over a
-//! WebSocket text or binary frame, or as an HTTP POST body (§4).
+//! Client → server: `push`, `pull` and the raw text `ping`, over a
+//! WebSocket text or binary frame, or as an HTTP POST body.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
@@ -11,13 +11,13 @@ use super::decode::{
     DecodeError, DecodeErrorKind, items, optional, parse_envelope, present, required, string_if_present,
 };
 
-/// The exact text of the keepalive frame (§3, §5.7). Not JSON; nothing else counts.
+/// The exact text of the keepalive frame. Not JSON; nothing else counts.
 pub const PING: &str = "ping";
 
-/// The reference server's default and the real client's `batchSize` default (§5.3).
+/// The reference server's default and the real client's `batchSize` default.
 pub const DEFAULT_PULL_LIMIT: u64 = 100;
 
-/// `push` (§5.1): every queued change of one collection, plus the client's full checkpoint.
+/// `push`: every queued change of one collection, plus the client's full checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Push {
     pub id: String,
@@ -30,15 +30,15 @@ pub struct Push {
     pub checkpoint: Option<Checkpoint>,
 }
 
-/// `pull` (§5.3).
+/// `pull`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pull {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Number>,
-    /// May be empty (a client with no `collections` setting and nothing queued, §10).
+    /// May be empty (a client with no `collections` setting and nothing queued).
     pub collections: Vec<String>,
-    /// Required: the reference crashes without it (§8, §16.16); a missing `sequences` inside
+    /// Required: the reference crashes without it; a missing `sequences` inside
     /// it reads as all zeros.
     pub checkpoint: Checkpoint,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,7 +47,7 @@ pub struct Pull {
 
 impl Pull {
     /// The page size to serve: `limit`, or `default` when absent or 0, capped at `max`.
-    /// Never 0 (a 0-row page with `hasMore` would loop the client forever, §16.7).
+    /// Never 0 (a 0-row page with `hasMore` would loop the client forever).
     pub fn page_size(&self, default: u64, max: u64) -> u64 {
         match self.limit {
             None | Some(0) => default,
@@ -96,12 +96,12 @@ pub fn decode_client_frame(frame: &str) -> Result<ClientFrame, DecodeError> {
     decode_client_message(frame).map(ClientFrame::Message)
 }
 
-/// Decodes one WebSocket binary frame: the reference reads every frame as UTF-8 text (§3).
+/// Decodes one WebSocket binary frame: the reference reads every frame as UTF-8 text.
 pub fn decode_client_frame_bytes(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
     decode_client_frame(utf8(frame)?)
 }
 
-/// The HTTP routes of §4. Every route lives at the server root.
+/// The routes of the client's HTTP transport. Every route lives at the server root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpRoute {
     /// `POST /sync/push`: only a `push`.
@@ -125,7 +125,7 @@ impl HttpRoute {
     }
 }
 
-/// Decodes an HTTP POST body (§4): the same JSON as a frame, but no text `ping`, and the type
+/// Decodes an HTTP POST body: the same JSON as a frame, but no text `ping`, and the type
 /// must suit the route (a `pull` posted to `/sync/push` is an invalid message).
 pub fn decode_http_body(route: HttpRoute, body: &[u8]) -> Result<ClientMessage, DecodeError> {
     let message = decode_client_message(utf8(body)?)?;
@@ -148,7 +148,7 @@ pub fn decode_http_body(route: HttpRoute, body: &[u8]) -> Result<ClientMessage, 
 }
 
 /// The `id` of a frame when it is a JSON object with a string `id`, without decoding the rest.
-/// For replies to frames that are dropped undecoded (rate limiting, §3).
+/// For replies to frames that are dropped undecoded (rate limiting).
 pub fn peek_request_id(frame: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly<'a> {

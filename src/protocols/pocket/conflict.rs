@@ -1,10 +1,10 @@
-//! The conflict rules of `@pocket/sync` (§9), which the reference server runs on every push of a
+//! The conflict rules of `@pocket/sync`, which the reference server runs on every push of a
 //! document it already holds, and the client runs on `conflicts` and during pulls.
 
 use super::document::{DocumentMeta, VClock, parse_rev};
 
 /// The result of comparing two vector clocks. As in the reference, **equal clocks compare as
-/// `Concurrent`** (§9 rule 2).
+/// `Concurrent`** (rule 2 of [`detect_conflict`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VClockOrder {
     /// `a` happened before `b` (b dominates).
@@ -31,7 +31,7 @@ pub fn compare_vclocks(a: &VClock, b: &VClock) -> VClockOrder {
     }
 }
 
-/// `detectConflict(a, b)` (§9), symmetric:
+/// `detectConflict(a, b)`, symmetric:
 /// 1. same `_rev` (both missing included): no conflict;
 /// 2. both have `_vclock`: conflict iff the clocks are concurrent (equal clocks included);
 /// 3. only one has a `_rev`: conflict;
@@ -74,7 +74,7 @@ impl Strategy {
 }
 
 /// Who wins. On the server, `Local` is the pushed (client) document and `Remote` the server's
-/// copy; on the client it is the other way round (§9).
+/// copy; on the client it is the other way round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Winner {
     Local,

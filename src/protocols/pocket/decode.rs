@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 /// A frame or body that could not be decoded.
 ///
 /// `request_id` is the frame's `id` when it was a JSON string, so the error reply can echo it
-/// (§16.14); without it the reply falls back to the reference's `error_<ms>` id.
+/// (the client then gives up at once instead of after its 30 s timeout); without it the reply
+/// falls back to the reference's `error_<ms>` id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct DecodeError {
@@ -33,7 +34,7 @@ pub enum DecodeErrorKind {
     #[error("message has no string `type`")]
     MissingType,
     /// A JSON object whose `type` is a string this side does not accept (for a server: anything
-    /// but `push` and `pull`, `ack` included, §5.5).
+    /// but `push` and `pull`, `ack` included).
     #[error("Unknown message type: {0}")]
     UnknownType(String),
     /// The type is known, but a field is missing or has the wrong type or value.

@@ -1,4 +1,4 @@
-//! Documents (§6.1). Bodies stay raw JSON (`Box<RawValue>`): the server stores and relays them
+//! Documents. Bodies stay raw JSON (`Box<RawValue>`): the server stores and relays them
 //! untouched. [`DocumentMeta`] reads the system fields a server needs for conflict handling.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ pub struct DocumentMeta {
     /// Milliseconds; any JSON number.
     #[serde(rename = "_createdAt", default)]
     pub created_at: Option<f64>,
-    /// Milliseconds; any JSON number. Last-write-wins compares it (§9).
+    /// Milliseconds; any JSON number. Last-write-wins compares it.
     #[serde(rename = "_updatedAt", default)]
     pub updated_at: Option<f64>,
     #[serde(rename = "_vclock", default)]
@@ -46,7 +46,7 @@ impl DocumentMeta {
     }
 }
 
-/// A `_rev` of the form `^(\d+)-([A-Za-z0-9]+)$` (§9 rule 4), split into its generation number
+/// A `_rev` of the form `^(\d+)-([A-Za-z0-9]+)$` (rule 4 of the conflict rules), split into its generation number
 /// and suffix. `None` when it does not have that form.
 pub fn parse_rev(rev: &str) -> Option<(f64, &str)> {
     let (number, suffix) = rev.split_once('-')?;

@@ -1,9 +1,10 @@
-//! Golden tests: every concrete JSON example of `shared/protocols/pocket.md`, decoded and
-//! re-encoded, plus bad input. Where the spec elides a value with `…` (timestamps, bodies), a
-//! concrete value in the same form is filled in; those places are marked `filled:`.
+//! Golden tests: every concrete JSON message we captured between the reference client and
+//! server, decoded and re-encoded, plus bad input. Where a capture elided a value with `…`
+//! (timestamps, bodies), a concrete value in the same form is filled in; those places are marked
+//! `filled:`.
 //!
 //! Byte-for-byte comparisons are used for everything the server relays or builds (documents,
-//! changes, checkpoints whose key order the spec shows); parsed-JSON equality elsewhere.
+//! changes, checkpoints whose key order the captures show); parsed-JSON equality elsewhere.
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -23,18 +24,18 @@ use super::server::{
 };
 
 // ---------------------------------------------------------------------------------------------
-// §13 wire trace, with `…` filled in.
+// A captured session between the reference client and server, with `…` filled in.
 
-/// §13 `A =>` pull: fully concrete in the spec.
+/// `A =>` pull: captured in full.
 const A_PULL: &str = r#"{"type":"pull","id":"mwr5uccr-nagj42","timestamp":1795311045387,"collections":["todos"],"checkpoint":{"id":"nodeA_1795311045375","sequences":{},"timestamp":0,"nodeId":"nodeA"},"limit":100}"#;
 
-/// §13 `A <=` pull-response. filled: both timestamps.
+/// `A <=` pull-response. filled: both timestamps.
 const A_PULL_RESPONSE: &str = r#"{"type":"pull-response","id":"mwr5uccr-nagj42","timestamp":1795311045390,"changes":{},"checkpoint":{"sequences":{"todos":0},"timestamp":1795311045390},"hasMore":false}"#;
 
-/// §13 insert document. filled: `_createdAt`, `_updatedAt`.
+/// The inserted document. filled: `_createdAt`, `_updatedAt`.
 const T1_REV1: &str = r#"{"_id":"t1","title":"hello","_rev":"1-2tswmozt","_createdAt":1795311045394,"_updatedAt":1795311045394,"_vclock":{"nodeA":1}}"#;
 
-/// §13 `A =>` push of the insert. filled: message, change and checkpoint timestamps.
+/// `A =>` push of the insert. filled: message, change and checkpoint timestamps.
 fn a_push_insert() -> String {
     format!(
         r#"{{"type":"push","id":"mwr5uccz-pyu5ef","timestamp":1795311045395,"collection":"todos","changes":[{}],"checkpoint":{{"id":"nodeA_1795311045375","sequences":{{"todos":0}},"timestamp":1795311045391,"nodeId":"nodeA"}}}}"#,
@@ -48,10 +49,10 @@ fn insert_change() -> String {
     )
 }
 
-/// §13 `A <=` push-response. filled: timestamps.
+/// `A <=` push-response. filled: timestamps.
 const A_PUSH_RESPONSE: &str = r#"{"type":"push-response","id":"mwr5uccz-pyu5ef","timestamp":1795311045396,"success":true,"checkpoint":{"sequences":{"todos":1},"timestamp":1795311045396}}"#;
 
-/// §13 `B <=` broadcast. filled: B's own last checkpoint.
+/// `B <=` broadcast. filled: B's own last checkpoint.
 const B_CHECKPOINT: &str =
     r#"{"id":"nodeB_1795311045380","sequences":{"todos":0},"timestamp":1795311045389,"nodeId":"nodeB"}"#;
 
@@ -62,7 +63,7 @@ fn b_broadcast() -> String {
     )
 }
 
-/// §13 update: `previousDocument` = rev 1, document rev `2-…`, `_vclock {nodeA:2}`, sequence 2.
+/// The update: `previousDocument` = rev 1, document rev `2-…`, `_vclock {nodeA:2}`, sequence 2.
 /// filled: the rev suffix, the new title, timestamps.
 const T1_REV2: &str = r#"{"_id":"t1","title":"hello again","_rev":"2-k3j9x0qa","_createdAt":1795311045394,"_updatedAt":1795311045402,"_vclock":{"nodeA":2}}"#;
 
@@ -72,7 +73,7 @@ fn update_change() -> String {
     )
 }
 
-/// §13 delete: `document:null`, `previousDocument` the doc before deletion, sequence 4.
+/// The delete: `document:null`, `previousDocument` the doc before deletion, sequence 4.
 /// filled: the previous document (a rev 3), the timestamp.
 const T1_REV3: &str = r#"{"_id":"t1","title":"bye","_rev":"3-0m1n2b3v","_createdAt":1795311045394,"_updatedAt":1795311045410,"_vclock":{"nodeA":3}}"#;
 
@@ -88,15 +89,16 @@ fn push_of(id: &str, change: &str) -> String {
     )
 }
 
-/// §13 server-wins conflict. filled: timestamps.
+/// A server-wins conflict. filled: timestamps.
 const B_CONFLICT_RESPONSE: &str = r#"{"type":"push-response","id":"p2","timestamp":1795311050000,"success":false,"conflicts":[{"documentId":"d1","serverDocument":{"_id":"d1","v":1,"_rev":"1-aaa","_updatedAt":10}}],"checkpoint":{"sequences":{"todos":2},"timestamp":1795311050000}}"#;
 
-/// §13 errors. filled: the timestamps of the 2nd and 3rd, the parse detail (Node's wording).
+/// The reference's three errors. filled: the timestamps of the 2nd and 3rd, the parse detail (Node's wording).
 const PARSE_ERROR: &str = r#"{"type":"error","id":"error_1795311064128","timestamp":1795311064128,"code":"PARSE_ERROR","message":"Invalid message format: Unexpected token 'o', \"not-json\" is not valid JSON","retryable":true}"#;
 const UNKNOWN_ACK: &str = r#"{"type":"error","id":"error_1795311064130","timestamp":1795311064130,"code":"UNKNOWN_MESSAGE","message":"Unknown message type: ack","retryable":false}"#;
 const RATE_LIMITED: &str = r#"{"type":"error","id":"error_1795311064131","timestamp":1795311064131,"code":"RATE_LIMITED","message":"Too many requests. Please slow down.","retryable":true}"#;
 
-/// §7: one entry at server sequence 1 pushed with client sequence 7 produced
+/// The reference's checkpoint bug: one entry at server sequence 1 pushed with client sequence 7
+/// produced
 /// `checkpoint {"todos":7, "other":2}` and `hasMore:true`. filled: ids, change, timestamps.
 fn section7_pull_response() -> String {
     let change = r#"{"operation":"insert","documentId":"x","document":{"_id":"x"},"isFromSync":false,"timestamp":5,"sequence":7}"#;
@@ -270,7 +272,8 @@ fn trace_update_and_delete_changes_roundtrip() {
 
 #[test]
 fn outgoing_change_carries_the_server_sequence() {
-    // §7 fix: the relayed change is the pushed one with `sequence` = the server's.
+    // The fix of the reference's checkpoint bug: the relayed change is the pushed one with
+    // `sequence` = the server's.
     let pushed = decode_change(&raw(&update_change()), "c").unwrap();
     let relayed = pushed.with_sequence(42);
     assert_eq!(relayed.to_json(), update_change().replace(r#""sequence":2"#, r#""sequence":42"#));
@@ -313,11 +316,12 @@ fn trace_ping_pong() {
     assert_eq!(decode_client_frame_bytes(b"ping"), Ok(ClientFrame::Ping));
     assert_eq!(decode_server_frame(PONG), Ok(ServerFrame::Pong));
     assert_eq!(PONG, "pong");
-    // Only the exact text counts (§3); anything else is JSON-parsed and fails.
+    // Only the exact text counts; anything else is JSON-parsed and fails.
     for near in ["PING", " ping", "ping\n", "\"ping\""] {
         assert!(decode_client_frame(near).is_err(), "{near:?}");
     }
-    // A JSON ping is not this protocol's (§12's SyncServer uses it): UNKNOWN_MESSAGE.
+    // A JSON ping is not this protocol's (Pocket's other server, `@pocket/sync-server`, uses it):
+    // UNKNOWN_MESSAGE.
     assert_eq!(decode_err(r#"{"type":"ping","id":"x"}"#).kind, DecodeErrorKind::UnknownType("ping".into()));
 }
 
@@ -404,7 +408,7 @@ fn sequences_merge_by_max_and_keep_order() {
 
 #[test]
 fn checkpoint_fields_are_optional() {
-    // Missing `sequences` is tolerated (§6.3) and reads as 0 for every collection (§5.3).
+    // Missing `sequences` is tolerated and reads as 0 for every collection.
     let c = decode_checkpoint(&raw(r#"{"id":"cp"}"#), "checkpoint").unwrap();
     assert_eq!(c.sequence("todos"), 0);
     assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"id":"cp"}"#);
@@ -438,7 +442,7 @@ fn pull_without_limit_or_timestamp_decodes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP bodies (§4).
+// HTTP bodies.
 
 #[test]
 fn http_routes() {
@@ -739,7 +743,7 @@ fn server_frame_decoder_rejects_client_messages() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §9 conflict rules, §6.1 vector clocks.
+// The conflict rules, and vector clocks as the real client writes them.
 
 fn meta(rev: Option<&str>, vclock: Option<&[(&str, u64)]>, updated_at: Option<f64>) -> DocumentMeta {
     DocumentMeta {
@@ -789,7 +793,7 @@ fn vclock_compare() {
     assert_eq!(compare_vclocks(&v(&[("A", 1)]), &v(&[("A", 1)])), VClockOrder::Concurrent);
     assert_eq!(compare_vclocks(&v(&[]), &v(&[])), VClockOrder::Concurrent);
     assert_eq!(compare_vclocks(&v(&[("A", 1)]), &v(&[("B", 1)])), VClockOrder::Concurrent);
-    // §6.1: B editing A's doc {nodeA:2} gives {nodeA:2, nodeB:1}, which dominates it.
+    // The real client: B editing A's doc {nodeA:2} gives {nodeA:2, nodeB:1}, which dominates it.
     assert_eq!(compare_vclocks(&v(&[("nodeA", 2), ("nodeB", 1)]), &v(&[("nodeA", 2)])), VClockOrder::After);
 }
 

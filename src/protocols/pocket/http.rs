@@ -1,4 +1,4 @@
-//! The HTTP transport (§4, the client's `useWebSocket: false`): one JSON message per POST,
+//! The HTTP transport (the client's `useWebSocket: false`): one JSON message per POST,
 //! answered with one JSON message. `GET /health` (Junction's liveness) is the client's connect
 //! check. No broadcasts: HTTP clients learn of others' changes by pulling.
 //!

@@ -3,22 +3,22 @@
 //!
 //! Each collection is one store of the shared event log (protocol `pocket`); every accepted
 //! change is one event, and its seq in that store is the change's server `sequence`. That one
-//! number is what makes checkpoints exact (§7): a pull returns the events after the client's
+//! number is what makes checkpoints exact: a pull returns the events after the client's
 //! `sequences[c]` and moves it to the last one returned, a push-response moves it only past the
 //! push's own changes, and only when the client had seen everything before them.
 //!
 //! - codec (pure, golden-tested): [`client`], [`server`], [`change`], [`checkpoint`],
 //!   [`document`], [`conflict`], [`decode`];
 //! - [`projection`] (pure): the server's document state as a fold of the log, and the decision
-//!   about each pushed change (duplicates, stale re-pushes, tombstones, §9 conflicts);
+//!   about each pushed change (duplicates, stale re-pushes, tombstones, conflicts);
 //! - `writer`: one task per collection in use that decides and appends its pushes;
 //! - `session`: identity, authorization, and the answers to `push` and `pull`;
 //! - `ws`, `http`: the thin transport loops. Broadcasts come from event-log subscriptions, so
 //!   they carry exactly what was committed (never a rejected change) and cross instances
 //!   through the fan-out.
 //!
-//! Section numbers (§) refer to `shared/protocols/pocket.md`; decisions are in
-//! `protocols/pocket/NOTES.md`.
+//! The wire format is described in `protocols/pocket/WIRE.md`; decisions, and the reference
+//! server's behaviours Junction does not copy, in `protocols/pocket/NOTES.md`.
 
 pub mod change;
 pub mod checkpoint;
@@ -138,7 +138,7 @@ impl Drop for UserSlot {
 }
 
 /// The WebSocket endpoint at `path`, and the HTTP routes at the root (the client resolves them
-/// with `new URL('/sync/…', serverUrl)`, dropping any base path, §4).
+/// with `new URL('/sync/…', serverUrl)`, dropping any base path).
 pub fn router(config: &PocketConfig) -> Router<AppState> {
     let http_any: MethodRouter<AppState> = post(http::any).options(http::preflight);
     let router = Router::new()
@@ -163,8 +163,8 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// A WebSocket connection: the upgrade always completes; a refused token then gets close code
-/// 4001 and a user over its connection limit 4002 (configurable), as from the reference server
-/// (§3). Only the server-wide connection limit refuses the upgrade itself (503).
+/// 4001 and a user over its connection limit 4002 (configurable), as from the reference server,
+/// whose tests expect them. Only the server-wide connection limit refuses the upgrade itself (503).
 pub async fn socket_entry(State(state): State<AppState>, request: Request) -> Response {
     let token = request.uri().query().and_then(|query| {
         let params: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();

@@ -1,5 +1,5 @@
 //! The server's view of a collection's documents, as a projection of its event log, and the
-//! decision about each pushed change (§8, §9). Pure: no I/O, no clock.
+//! decision about each pushed change. Pure: no I/O, no clock.
 //!
 //! Every accepted change is one event of the collection's store. Folding those events in seq
 //! order with [`Projection::apply`] gives the same state whether it happens live, after a
@@ -10,7 +10,8 @@
 //! `_updatedAt`, whether it is deleted, and which event holds its body (bodies stay in the log
 //! and are read only when a conflict must show the server's copy). Per collection it keeps a set
 //! of 64-bit fingerprints of every `(documentId, _rev)` ever stored, which is what makes a
-//! repeated change a no-op even after the document moved on (§8 "Duplicates are normal").
+//! repeated change a no-op even after the document moved on (the real client pushes every queued
+//! change again and again, so duplicates are normal).
 //!
 //! How a pushed change is decided ([`decide`]):
 //! 1. Its `(documentId, _rev)` (for a delete: the `_rev` it deleted) is already in the log →
@@ -19,14 +20,14 @@
 //! 3. A delete of a deleted document → **skip**. An insert onto a tombstone (with a `_rev` the
 //!    log has never seen) → **apply**: the id is being used again.
 //! 4. Otherwise the change's document (for a delete: the tombstone the client keeps, rebuilt
-//!    from `previousDocument`) is compared with the server's copy by §9's rules: if the server's
-//!    copy already includes it (its clock dominates, or its `_rev` generation is higher without
-//!    clocks) → **skip** (a stale re-push); if the change includes the server's copy → **apply**;
-//!    if they are concurrent → the collection's [`ConflictStrategy`] picks the winner, and when
-//!    the server's copy wins the change is **rejected** and reported.
+//!    from `previousDocument`) is compared with the server's copy by the conflict rules: if the
+//!    server's copy already includes it (its clock dominates, or its `_rev` generation is higher
+//!    without clocks) → **skip** (a stale re-push); if the change includes the server's copy →
+//!    **apply**; if they are concurrent → the collection's [`ConflictStrategy`] picks the
+//!    winner, and when the server's copy wins the change is **rejected** and reported.
 //!
 //! Step 4 is stricter than the reference, which applies a dominated document (a regression) and
-//! never checks deletes; both are consequences of pushes that repeat every queued change (§8).
+//! never checks deletes; both are consequences of pushes that repeat every queued change.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -38,14 +39,15 @@ use super::change::{ChangeEvent, Operation};
 use super::conflict::{self, Strategy, VClockOrder, compare_vclocks};
 use super::document::{DocumentMeta, VClock, parse_rev};
 
-/// How a collection settles concurrent writes (§9), from `protocols.pocket.conflict_strategies`.
+/// How a collection settles concurrent writes, from `protocols.pocket.conflict_strategies`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConflictStrategy {
     ServerWins,
     ClientWins,
     #[default]
     LastWriteWins,
-    /// Field by field (§9 `merge`); falls back to last-write-wins when a side is deleted.
+    /// Field by field (the client's `merge` strategy); falls back to last-write-wins when a side
+    /// is deleted.
     Merge,
 }
 
@@ -100,7 +102,7 @@ impl DocState {
     }
 
     /// The body of a tombstone that has no document in the log: the system fields the client's
-    /// own tombstone has (§6.1), without user fields.
+    /// own tombstone has, without user fields.
     pub fn tombstone_body(&self, document_id: &str) -> Box<RawValue> {
         let mut body = Map::new();
         body.insert("_id".into(), Value::from(document_id));
@@ -120,7 +122,7 @@ impl DocState {
 
 /// The state `change` leaves its document in, given the state before it (`prior`).
 ///
-/// A delete without a document leaves the tombstone the real client keeps (§6.1): the deleted
+/// A delete without a document leaves the tombstone the real client keeps: the deleted
 /// version (`previousDocument`, else the server's copy) with the deleter's clock entry plus one,
 /// `_updatedAt` = the change's timestamp, and no `_rev` (the client's new `_rev` is random and
 /// never sent).
@@ -183,7 +185,7 @@ pub enum Verdict {
     Reject,
 }
 
-/// §9 order of two versions of one document, seen from `incoming`.
+/// The order of two versions of one document by the conflict rules, seen from `incoming`.
 fn order(incoming: &DocState, server: &DocState) -> VClockOrder {
     if let (Some(a), Some(b)) = (&incoming.vclock, &server.vclock) {
         return compare_vclocks(a, b);
@@ -194,7 +196,7 @@ fn order(incoming: &DocState, server: &DocState) -> VClockOrder {
         (Some(a), Some(b)) => match (parse_rev(a), parse_rev(b)) {
             (Some((na, _)), Some((nb, _))) if na < nb => VClockOrder::Before,
             (Some((na, _)), Some((nb, _))) if na == nb => VClockOrder::Concurrent,
-            // A higher generation, or revs §9 cannot compare (no conflict there): newer.
+            // A higher generation, or revs the conflict rules cannot compare (no conflict there): newer.
             _ => VClockOrder::After,
         },
     }
@@ -331,7 +333,7 @@ impl Tentative<'_> {
     }
 }
 
-/// §9 `merge` without a custom function, run where the server's copy is `remote` and the pushed
+/// The client's `merge` strategy without a custom function, run where the server's copy is `remote` and the pushed
 /// document is `local`, with the pushed `previousDocument` as the base when there is one:
 /// user fields (not `_`-prefixed) come from the side that changed them since the base, else from
 /// the newer document (`_updatedAt`; a tie goes to the pushed one); system fields come from the

@@ -1,8 +1,8 @@
-//! Server → client: `push-response` (§5.2), `pull-response` as a reply and as a broadcast
-//! (§5.4), `error` (§5.5), `ack` (§5.6, never sent by the reference) and the raw text `pong`.
+//! Server → client: `push-response`, `pull-response` as a reply and as a broadcast, `error`,
+//! `ack` (part of the client's protocol, never sent by the reference) and the raw text `pong`.
 //!
 //! Every message serializes as `{"type":…,"id":…,"timestamp":…, …}` in the reference server's
-//! key order. The client matches replies by `id` and `type` only (§3); ids must echo the request.
+//! key order. The client matches replies by `id` and `type` only; ids must echo the request.
 
 use std::fmt;
 
@@ -15,14 +15,14 @@ use super::change::ChangeEvent;
 use super::checkpoint::Checkpoint;
 use super::decode::{DecodeError, DecodeErrorKind, json_error_text, parse_envelope};
 
-/// The text reply to the text `ping` (§3, §16.2). Not JSON.
+/// The text reply to the text `ping`. Not JSON.
 pub const PONG: &str = "pong";
 
-/// The prefix of a broadcast's id (§5.4); the reference tests check it (§14).
+/// The prefix of a broadcast's id; the reference tests check it.
 pub const BROADCAST_ID_PREFIX: &str = "broadcast_";
 
 /// The prefix of the reference's error ids (`error_<ms>`), used here only when the request had
-/// no readable id (§16.14).
+/// no readable id.
 pub const ERROR_ID_PREFIX: &str = "error_";
 
 /// `{documentId, serverDocument}`: a pushed change the server rejected because its own copy won.
@@ -41,7 +41,7 @@ impl PartialEq for Conflict {
 
 impl Eq for Conflict {}
 
-/// `push-response` (§5.2).
+/// `push-response`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushResponse {
     pub id: String,
@@ -51,8 +51,8 @@ pub struct PushResponse {
     /// Left out of the JSON when empty (the reference's shape).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
-    /// Must be present (the client throws without it, §16.4). Never move `sequences[c]` past
-    /// what the client has seen (§7, §16.6).
+    /// Must be present (the client throws without it). Never move `sequences[c]` past
+    /// what the client has seen.
     pub checkpoint: Checkpoint,
 }
 
@@ -68,7 +68,7 @@ impl PushResponse {
 }
 
 /// `changes` of a pull-response: `{[collection]: ChangeEvent[]}` in wire order. Collections
-/// without changes are left out (§5.4): [`ChangesByCollection::push`] ignores empty lists.
+/// without changes are left out: [`ChangesByCollection::push`] ignores empty lists.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChangesByCollection(Vec<(String, Vec<ChangeEvent>)>);
 
@@ -141,25 +141,26 @@ impl<'de> Deserialize<'de> for ChangesByCollection {
     }
 }
 
-/// `pull-response` (§5.4): the reply to a `pull`, or a broadcast.
+/// `pull-response`: the reply to a `pull`, or a broadcast.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PullResponse {
     pub id: String,
     pub timestamp: u64,
-    /// Each change's `sequence` must be its server sequence (§7).
+    /// Each change's `sequence` must be its server sequence.
     pub changes: ChangesByCollection,
     /// `sequences[c]` = the server sequence of the last row returned for `c`, or the request's
-    /// value when none came back (§7).
+    /// value when none came back.
     pub checkpoint: Checkpoint,
     /// `true` makes the client pull again at once, without a cap: only with a checkpoint that
-    /// moved forward (§16.7).
+    /// moved forward.
     pub has_more: bool,
 }
 
 impl PullResponse {
-    /// A broadcast (§5.4, §8 step 4): id `broadcast_<ms>`, the recipient's last-sent checkpoint
-    /// (or `{}`), `hasMore:false`. The real engine ignores it (§10); raw clients may not.
+    /// A broadcast of other clients' committed changes: id `broadcast_<ms>`, the recipient's
+    /// last-sent checkpoint (or `{}`), `hasMore:false`. The real engine ignores it; raw clients
+    /// may not.
     pub fn broadcast(
         timestamp_ms: u64,
         collection: impl Into<String>,
@@ -182,8 +183,8 @@ impl PullResponse {
     }
 }
 
-/// `error.code`. The first three are the reference's (§5.5); `INVALID_MESSAGE` and
-/// `INTERNAL_ERROR` are Junction's (names from the protocol family's USP list, §12).
+/// `error.code`. The first three are the reference's; `INVALID_MESSAGE` and
+/// `INTERNAL_ERROR` are Junction's (names from the error list of USP, Pocket's draft protocol).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Not JSON, not an object, no string `type`, not UTF-8. Retryable (reference).
@@ -196,7 +197,8 @@ pub enum ErrorCode {
     InvalidMessage,
     /// The server failed while handling a valid message. Retryable (Junction).
     InternalError,
-    /// Anything else, kept verbatim (decoding only).
+    /// Any other code, kept verbatim: Junction's `MESSAGE_TOO_LARGE`, `FORBIDDEN` and
+    /// `AUTH_FAILED`, and unknown codes when decoding.
     Other(String),
 }
 
@@ -236,9 +238,9 @@ impl<'de> Deserialize<'de> for ErrorCode {
     }
 }
 
-/// `error` (§5.5): `{type:'error', id, timestamp, code, message, retryable}`.
+/// `error`: `{type:'error', id, timestamp, code, message, retryable}`.
 ///
-/// `id` echoes the request's id whenever it had one (§16.14). The real engine then resolves the
+/// `id` echoes the request's id whenever it had one. The real engine then resolves the
 /// request with this error and drops it (a push stays queued, a pull applies nothing) instead of
 /// waiting 30 s for the timeout. Without a request id the id is `error_<ms>`, as in the reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +306,7 @@ impl ErrorMessage {
     }
 }
 
-/// `ack` (§5.6): defined by the reference, sent by nobody. Decodable for completeness.
+/// `ack`: defined by the reference, sent by nobody. Decodable for completeness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ack {

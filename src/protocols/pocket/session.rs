@@ -238,7 +238,7 @@ pub async fn pull(state: &AppState, identity: &Identity, pull: &Pull) -> Result<
     .into())
 }
 
-/// Stored changes as they go out: each with its server sequence (§7). What is stored was
+/// Stored changes as they go out: each with its server sequence. What is stored was
 /// validated when it was pushed, so the plain decoder suffices here (it runs once per follower
 /// for every broadcast); an event that is not a change is left out.
 pub fn outgoing(events: &[Event]) -> Vec<ChangeEvent> {

@@ -59,7 +59,7 @@ pub struct PushOutcome {
     /// Changes refused because the server's copy won (one per document).
     pub conflicts: Vec<Conflict>,
     /// The collection's checkpoint for the push-response: past this push's own changes only if
-    /// the client had seen everything before them, else the client's own value (§7).
+    /// the client had seen everything before them, else the client's own value.
     pub checkpoint: u64,
 }
 

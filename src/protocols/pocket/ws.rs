@@ -1,6 +1,6 @@
-//! The WebSocket loop (§3). Frames are handled one at a time, in order: a push is answered
+//! The WebSocket loop. Frames are handled one at a time, in order: a push is answered
 //! after its commit before the next frame is read, so overlapping pushes from one client are
-//! applied in the order it sent them (§16.8). Broadcasts run beside the loop, one task per
+//! applied in the order it sent them. Broadcasts run beside the loop, one task per
 //! collection the client pulled or pushed (and may read), each following the collection's
 //! event-log subscription.
 
@@ -63,7 +63,7 @@ pub async fn serve(socket: WebSocket, state: AppState, admitted: Result<(Identit
                 Some(Ok(Message::Text(text))) => if !Box::pin(connection.handle(text.as_bytes())).await {
                     break;
                 },
-                // The reference reads every frame as UTF-8 text (§3).
+                // The reference reads every frame as UTF-8 text.
                 Some(Ok(Message::Binary(bytes))) => if !Box::pin(connection.handle(&bytes)).await {
                     break;
                 },
@@ -101,7 +101,7 @@ struct Connection {
     session: String,
     outbox: Outbox,
     limiter: RateLimiter,
-    /// The checkpoint of the client's last push or pull, echoed in its broadcasts (§5.4).
+    /// The checkpoint of the client's last push or pull, echoed in its broadcasts.
     last_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
     /// Broadcast tasks by collection.
     broadcasts: HashMap<String, JoinHandle<()>>,
@@ -217,7 +217,7 @@ impl Connection {
 }
 
 /// Sends every change committed to `collection` from now on, except this connection's own, as
-/// `pull-response` broadcasts (§5.4). The real engine drops them (§10); raw clients may use them.
+/// `pull-response` broadcasts. The real engine drops them; raw clients may use them.
 /// A client too slow to take them is disconnected (it resumes from its checkpoint), never
 /// skipped.
 async fn broadcast(

@@ -1,6 +1,6 @@
 //! When a document's pending broadcast goes out (pure).
 //!
-//! The reference holds every write for a fixed 50 ms window (§3.4), which costs every write
+//! The reference holds every write for a fixed 50 ms window, which costs every write
 //! 50 ms of latency even on a quiet document. Here a document may flush at once up to
 //! [`IMMEDIATE_FLUSHES`] times per window; only past that, under load, are writes coalesced
 //! until the window ends. A quiet document's writes go out immediately, a busy one's at most a

@@ -1,4 +1,4 @@
-//! `delta_batch_chunk` (0x23) reassembly (§2.1), sans-I/O.
+//! `delta_batch_chunk` (0x23) reassembly, sans-I/O.
 //!
 //! Each chunk's `data` is base64; when every index of a `chunkId` has arrived the decoded
 //! pieces are concatenated and the result is a complete frame (binary, or JSON text if it

@@ -191,7 +191,7 @@ impl Connection {
         self.reply(framing, ServerMessage::Error(error)).await
     }
 
-    /// `auth_error`, then close 1008 (§3.1).
+    /// `auth_error`, then close 1008.
     async fn refuse(&self, framing: Framing, reason: &str) {
         if reason == close::AUTHENTICATION_FAILED {
             self.reply(framing, ServerMessage::AuthError(AuthError::authentication_failed())).await;
@@ -199,7 +199,7 @@ impl Connection {
         self.outbox.close(close::POLICY_VIOLATION, reason).await;
     }
 
-    /// No `auth` in time: the error and close of an `auth` without a token (§3.1).
+    /// No `auth` in time: the error and close of an `auth` without a token.
     async fn auth_deadline_passed(&self) {
         tracing::info!(conn = self.conn, "synckit: closing a socket that did not authenticate in time");
         self.state.metrics.connection_closed(Protocol::SyncKit.as_str(), CloseReason::AuthDeadline);
@@ -312,7 +312,7 @@ impl Connection {
                     .await;
             }
             ClientMessage::SyncStep1(step) => {
-                // Nobody sends it, and sync_step2 would reach an SDK as `error` (§1.3): answer
+                // Nobody sends it, and sync_step2 would reach an SDK as `error`: answer
                 // with what a sync_request gets.
                 return self.subscribe(framing, &identity, &step.document_id, incoming.id, None).await;
             }
@@ -416,7 +416,7 @@ impl Connection {
         self.rooms.send(document_id, command).await;
     }
 
-    /// `auth` (§3.1): a token replaces the socket's identity; no token is anonymous when
+    /// `auth`: a token replaces the socket's identity; no token is anonymous when
     /// allowed; failures close the socket.
     async fn authenticate(&mut self, framing: Framing, credential: AuthCredential<'_>) -> bool {
         let allow_anonymous = self.state.config.protocols.synckit.allow_anonymous;

@@ -4,12 +4,13 @@
 //! arrived, and the document is a fold over the events in sequence order:
 //!
 //! - `synckit.fields` `{"fields":{f:v,…},"clock":{…}}`: field writes in arrival order (the last
-//!   one committed wins, as in the reference, §3.3); a `{"__deleted":true}` value removes the
+//!   one committed wins, as in the reference); a `{"__deleted":true}` value removes the
 //!   field. The client's clock is merged into the document clock by per-key max, then the
 //!   server's own entry becomes `max + 1`, so every clock the server sends is strictly above any
-//!   counter a client has sent and SDK clients take the server's value (§10 gotcha 9).
+//!   counter a client has sent and SDK clients take the server's value
+//!   (`protocols/synckit/SDK-NOTES.md`).
 //! - `synckit.text` `{"state":"<FugueText JSON>","clock":ms}`: merged into the stored text with
-//!   `synckit-core`'s Fugue CRDT, the algorithm and serde format of the SDK's WASM build (§3.6).
+//!   `synckit-core`'s Fugue CRDT, the algorithm and serde format of the SDK's WASM build.
 //!
 //! Events hold inputs, not results, so appending needs no check against the head: the order the
 //! log gives them is the order every instance folds them in, and every instance computes the
@@ -100,7 +101,8 @@ pub struct Document {
 }
 
 impl Document {
-    /// The clock to send: never empty, so SDKs always find a counter in it (§10 gotcha 8).
+    /// The clock to send: never empty, so SDKs always find a counter in it (an empty one makes
+    /// the SDK's handler throw, and the value is lost).
     pub fn wire_clock(&self) -> VectorClock {
         let mut clock = self.clock.clone();
         if clock.is_empty() {

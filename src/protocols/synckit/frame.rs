@@ -1,5 +1,5 @@
-//! Framing: the 13-byte-header binary frame (§1.2), the type-code table (§1.3) and the JSON
-//! text framing (§1.5).
+//! Framing: the 13-byte-header binary frame, the type-code table and the JSON
+//! text framing.
 //!
 //! Binary frame:
 //! ```text
@@ -11,7 +11,7 @@
 //! Bytes after `13 + N` are ignored (the reference and both SDKs do the same).
 //!
 //! Text framing: one JSON object `{"type":"<name>","id":…,"timestamp":…,…fields}`; a nested
-//! object `payload` is flattened onto the top level (§1.5).
+//! object `payload` is flattened onto the top level.
 //!
 //! [`decode`] is the single entry point for anything a client sends; it picks the framing like
 //! the reference does (a WebSocket text frame, or a binary frame whose first byte is `{`, is
@@ -24,7 +24,8 @@ use super::raw::{RawObject, is_truthy, js_display, raw_as_i64, raw_as_str};
 /// Size of the binary header.
 pub const HEADER_LEN: usize = 13;
 
-/// Every type code of the spec's table (§1.3), with its exact value.
+/// Every type code of the protocol (`protocols/synckit/WIRE.md`, "Type codes"), with its exact
+/// value.
 ///
 /// `DeltaBatch` is `0x50` (not `0x22`, the Python/Go servers' bug) and `DeltaBatchChunk` is
 /// `0x23`. No other code exists on the wire.
@@ -135,7 +136,7 @@ impl MessageType {
     }
 
     /// Whether SDK 0.3.0's code table has this code. `sync_step1`/`sync_step2` (0x14/0x15) are
-    /// the only codes it lacks; it would decode them as `error` (§1.3), so never send them.
+    /// the only codes it lacks; it would decode them as `error`, so never send them.
     pub const fn sdk_knows(self) -> bool {
         !matches!(self, MessageType::SyncStep1 | MessageType::SyncStep2)
     }
@@ -147,7 +148,7 @@ impl std::fmt::Display for MessageType {
     }
 }
 
-/// Which framing a message used; a reply uses the sender's (§1.5, §10.14).
+/// Which framing a message used; a reply uses the sender's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Framing {
     /// 13-byte header + JSON payload, sent as a WebSocket binary frame. What the SDKs use.
@@ -158,7 +159,7 @@ pub enum Framing {
 }
 
 /// Why bytes could not be framed. Every variant is answered with ERROR
-/// `"Invalid message format"` (§1.2) — see [`FrameError::WIRE_TEXT`].
+/// `"Invalid message format"` — see [`FrameError::WIRE_TEXT`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
     #[error("frame too short: {len} bytes, the header alone is 13")]
@@ -190,7 +191,7 @@ impl FrameError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub message_type: MessageType,
-    /// Header timestamp, ms since the epoch (signed, §10.3).
+    /// Header timestamp, ms since the epoch (signed).
     pub timestamp: i64,
     pub payload: String,
 }
@@ -207,7 +208,7 @@ impl Frame {
     }
 }
 
-/// Decodes one binary frame (§1.2). Checks: at least 13 bytes, declared length ≤ available
+/// Decodes one binary frame. Checks: at least 13 bytes, declared length ≤ available
 /// bytes (extra trailing bytes are ignored), known type code, UTF-8, JSON, one object.
 pub fn decode_frame(data: &[u8]) -> Result<Frame, FrameError> {
     let (message_type, timestamp, body) = split_frame(data)?;
@@ -275,7 +276,7 @@ pub struct Envelope {
 /// Decodes anything a client sends.
 ///
 /// `ws_text` says whether the WebSocket frame was a text frame. Text frames, and binary frames
-/// starting with `{` (0x7B), are JSON text framing (§1.5); everything else is a binary frame.
+/// starting with `{` (0x7B), are JSON text framing; everything else is a binary frame.
 /// On error, [`detect_framing`] tells which framing the error reply should use.
 pub fn decode(data: &[u8], ws_text: bool) -> Result<Envelope, FrameError> {
     match detect_framing(data, ws_text) {
@@ -303,7 +304,7 @@ pub fn detect_framing(data: &[u8], ws_text: bool) -> Framing {
     if ws_text || data.first() == Some(&b'{') { Framing::Text } else { Framing::Binary }
 }
 
-/// Decodes one JSON text-framed message (§1.5): an object with truthy `type`, `id` and
+/// Decodes one JSON text-framed message: an object with truthy `type`, `id` and
 /// `timestamp` (this codec also requires `timestamp` to be a number); an object `payload` is
 /// flattened onto the top level.
 pub fn decode_text(text: &str) -> Result<Envelope, FrameError> {

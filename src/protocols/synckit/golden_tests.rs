@@ -1,10 +1,11 @@
-//! Golden tests: every frame captured in the spec (§1.2, §2, Appendices A and B) decoded and
+//! Golden tests: every frame we captured between the SDKs and the reference server, decoded and
 //! re-encoded byte for byte, plus bad-input tests.
 //!
 //! Binary headers below are literal hex, computed independently of this crate (by hand /
-//! Python `struct.pack('>BqI', …)`); only `C_SUBSCRIBE` is quoted verbatim from §1.2. Payload
-//! texts are the spec's captures where the spec gives exact JSON; where it shows notation or
-//! `...` the payload is completed in the documented shape (noted next to the constant).
+//! Python `struct.pack('>BqI', …)`); only `C_SUBSCRIBE` is the worked example of
+//! `protocols/synckit/WIRE.md` ("Binary frames"). Payload texts are the captures where we have
+//! the exact JSON; where a capture was abridged (`...`), the payload is completed in the same
+//! shape (noted next to the constant).
 
 use super::frame::{self, Encoded, FrameError, Framing, HEADER_LEN, MessageType, decode_frame, encode_frame};
 use super::message::*;
@@ -41,10 +42,11 @@ fn ts_of((header, _): (&str, &str)) -> i64 {
 }
 
 // ---- captured / documented frames ------------------------------------------------------------
-// C_DELTA_BATCH: first op verbatim from §2.1; the "..." completed with two more `set` ops
-// (Appendix B: "one delta_batch holding all three ops").
-// S_*: payloads of §2.2 / Appendix A with the `id` filled in (§1.4's example id).
-// S_SYNC_RESPONSE_TEXT / S_TEXT_RELAY: §2.2 shapes; the FugueText state is a placeholder string.
+// C_DELTA_BATCH: the first op as captured from SDK 0.3.0; the rest completed with two more `set`
+// ops (the SDK sent all three writes in one delta_batch).
+// S_*: the reference server's payloads as captured, with the `id` filled in.
+// S_SYNC_RESPONSE_TEXT / S_TEXT_RELAY: the reference's shapes; the FugueText state is a
+// placeholder string.
 const C_SUBSCRIBE: (&str, &str) = ("10 00 00 01 8b cf e5 68 00 00 00 00 17", r#"{"documentId":"room:a"}"#);
 const C_DELTA_011: (&str, &str) = (
     "20 00 00 01 a2 00 e0 b4 1f 00 00 00 b6",
@@ -220,7 +222,7 @@ pub(crate) fn fuzz_seeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn spec_example_subscribe_frame_is_exact() {
-    // §1.2: `10 00 00 01 8b cf e5 68 00 00 00 00 17` + `{"documentId":"room:a"}`, ts 1700000000000.
+    // `10 00 00 01 8b cf e5 68 00 00 00 00 17` + `{"documentId":"room:a"}`, ts 1700000000000.
     let bytes = encode_frame(MessageType::Subscribe, 1_700_000_000_000, r#"{"documentId":"room:a"}"#);
     assert_eq!(bytes, wire(C_SUBSCRIBE));
     let frame = decode_frame(&bytes).unwrap();
@@ -918,7 +920,7 @@ fn wrong_field_types() {
     }
 }
 
-// ---- ERROR texts (§3.9) -------------------------------------------------------------------------
+// ---- ERROR texts ---------------------------------------------------------------------------------
 
 #[test]
 fn exact_error_texts() {

@@ -1,4 +1,4 @@
-//! `POST /auth/verify` and `GET /auth/me`, as the SyncKit server answers them (§5). There is
+//! `POST /auth/verify` and `GET /auth/me`, as the SyncKit server answers them. There is
 //! no `/auth/login`: tokens come from the deployment's identity provider, or from
 //! `junction token`.
 

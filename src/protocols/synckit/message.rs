@@ -1,12 +1,13 @@
-//! Typed SyncKit messages (§2) on top of [`super::frame`].
+//! Typed SyncKit messages on top of [`super::frame`].
 //!
 //! - Client → server: [`Incoming::decode`] turns one WebSocket message into an [`Incoming`]
 //!   (framing, id, timestamps, [`ClientMessage`]), or a [`DecodeError`] whose
-//!   [`DecodeError::to_error`] is the exact ERROR the reference would send (§3.9).
+//!   [`DecodeError::to_error`] is the exact ERROR the reference would send.
 //! - Server → client: [`ServerMessage`] with [`ServerMessage::encode`] producing the reference's
-//!   payloads byte for byte (`{"id":…, …}` in the reference's key order, §2.2), in either
-//!   framing. Only codes SDK 0.3.0 knows can be produced (no `sync_step2`, §1.3).
-//! - [`ErrorMessage`] has one constructor per exact ERROR text of §3.9.
+//!   payloads byte for byte (`{"id":…, …}` in the reference's key order), in either
+//!   framing. Only codes SDK 0.3.0 knows can be produced (no `sync_step2`).
+//! - [`ErrorMessage`] has one constructor per exact ERROR text of the reference
+//!   (`protocols/synckit/WIRE.md`, "Errors").
 //!
 //! Values the server relays (field values, awareness state, batch ops, ids it echoes) are
 //! kept as raw JSON ([`Json`], [`RawObject`]) and never re-formatted.
@@ -23,10 +24,10 @@ use thiserror::Error;
 use super::frame::{self, Encoded, Envelope, FrameError, Framing, MessageType};
 use super::raw::{Json, RawObject, VectorClock, is_truthy, raw_as_i64, raw_as_str};
 
-/// The `clientId` the server puts on every `delta` broadcast (§2.2).
+/// The `clientId` the server puts on every `delta` broadcast.
 pub const SERVER_CLIENT_ID: &str = "server";
 
-/// A server message id in the reference's format `"<ms>-<9 base36 chars>"` (§1.4), e.g.
+/// A server message id in the reference's format `"<ms>-<9 base36 chars>"`, e.g.
 /// `1795311145207-hzkd3z86t`. `entropy` supplies the random part (only its value modulo
 /// 36^9 is used), so the function stays pure.
 pub fn server_message_id(now_ms: i64, entropy: u64) -> String {
@@ -64,7 +65,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 // Client → server
 // =============================================================================================
 
-/// `auth` (0x01) — `{token?, apiKey?}` (§2.1).
+/// `auth` (0x01) — `{token?, apiKey?}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Auth {
@@ -74,7 +75,7 @@ pub struct Auth {
     pub api_key: Option<String>,
 }
 
-/// What an [`Auth`] asks for, with the reference's truthiness rules (§3.1).
+/// What an [`Auth`] asks for, with the reference's truthiness rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthCredential<'a> {
     /// A non-empty `token`: verify it as an HS256 JWT.
@@ -120,7 +121,7 @@ pub struct SyncRequest {
     pub vector_clock: Option<VectorClock>,
 }
 
-/// `sync_step1` (0x14) — `{documentId, stateVector}`. Nobody sends it (§2.1); the reference's
+/// `sync_step1` (0x14) — `{documentId, stateVector}`. Nobody sends it; the reference's
 /// answer (`sync_step2`, 0x15) is unknown to the SDK, so this codec cannot produce it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,7 +150,7 @@ impl ClockField {
     }
 }
 
-/// The changes a `delta` carries, in whichever shape it was sent (§2.1).
+/// The changes a `delta` carries, in whichever shape it was sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeltaChanges {
     /// SDK 0.1.1 shape: one `field` and its `value` (any JSON, `null` included).
@@ -158,21 +159,21 @@ pub enum DeltaChanges {
     Object(RawObject),
 }
 
-/// `delta` (0x20) from a client, normalised (§2.1, §10.5):
+/// `delta` (0x20) from a client, normalised:
 /// `delta` (if truthy) wins over `field`/`value`; `vectorClock` (if truthy) wins over `clock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delta {
     /// A payload-level `type` (SDK 0.1.1 sends `"set"`). Informational only — it is the
-    /// operation kind, never the message type (§1.4, §10.4).
+    /// operation kind, never the message type.
     pub op_type: Option<String>,
     pub document_id: String,
     pub changes: DeltaChanges,
     /// `None` when neither clock key was truthy. The reference then applies the fields but
-    /// answers "Delta application failed" (§2.1); tolerate it.
+    /// answers "Delta application failed"; tolerate it.
     pub clock: Option<VectorClock>,
     /// The key the clock came from (used when re-encoding).
     pub clock_field: ClockField,
-    /// The sender's SyncKit clientId (informational; LWW uses the connection, §3.3).
+    /// The sender's SyncKit clientId (informational; LWW uses the connection).
     pub client_id: Option<String>,
     /// Payload `timestamp` (client ms), if numeric.
     pub timestamp: Option<i64>,
@@ -260,7 +261,7 @@ impl Serialize for Delta {
     }
 }
 
-/// One element of `delta_batch.deltas[]`, kept exactly as sent (it may be relayed, §3.4).
+/// One element of `delta_batch.deltas[]`, kept exactly as sent (it may be relayed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
     Object(RawObject),
@@ -268,14 +269,14 @@ pub enum BatchOp {
     Other(Json),
 }
 
-/// How the server treats a [`BatchOp`] (§2.1 op kinds, §3.3–3.6).
+/// How the server treats a [`BatchOp`] (the op kinds SDK 0.3.0 sends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOpKind {
     /// Has a string `field` and a `value`: a field write (value may be a tombstone or `null`).
     /// SDK `set` ops; also any other op type that carries `field`, as in the reference.
     Field { field: String, value: Json },
     /// `type:"text-state"` with a non-empty string `state` (FugueText JSON): merge, store,
-    /// relay to the other subscribers (§3.6).
+    /// relay to the other subscribers.
     TextState { state: String },
     /// `type:"text"` (legacy): relay as-is to the other subscribers.
     LegacyText,
@@ -320,7 +321,7 @@ impl BatchOp {
         self.get("timestamp").filter(|v| is_truthy(v)).and_then(raw_as_i64)
     }
 
-    /// The op's `clock`, if truthy and a valid clock (merged into the doc clock, §3.3).
+    /// The op's `clock`, if truthy and a valid clock (merged into the doc clock).
     pub fn clock(&self) -> Option<VectorClock> {
         let raw = self.get("clock").filter(|v| is_truthy(v))?;
         serde_json::from_str(raw.get()).ok()
@@ -343,7 +344,7 @@ impl BatchOp {
         }
     }
 
-    /// The op as relayed in a text `delta_batch` (§2.2): `{...op, state: merged, clientId}` —
+    /// The op as relayed in a text `delta_batch`: `{...op, state: merged, clientId}` —
     /// every member kept in place, `state` replaced by `merged_state` when given, and
     /// `clientId` set to `fallback_client_id` when the op has no truthy one (appended if absent).
     pub fn text_relay(&self, merged_state: Option<&str>, fallback_client_id: &str) -> RawObject {
@@ -378,7 +379,7 @@ impl<'de> Deserialize<'de> for BatchOp {
     }
 }
 
-/// `delta_batch` (0x50) from SDK 0.3.0 — `{documentId, deltas:[op…], messageId}` (§2.1).
+/// `delta_batch` (0x50) from SDK 0.3.0 — `{documentId, deltas:[op…], messageId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeltaBatch {
@@ -399,7 +400,7 @@ pub struct DeltaBatchChunk {
     pub data: String,
 }
 
-/// `ack` (0x21) from a client — `{messageId}`; the reference ignores it (§2.1).
+/// `ack` (0x21) from a client — `{messageId}`; the reference ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientAck {
@@ -408,7 +409,7 @@ pub struct ClientAck {
 }
 
 /// `awareness_update` (0x40), both directions — `{documentId, clientId, state, clock}`.
-/// `state: None` is JSON `null`: the client left (§3.7).
+/// `state: None` is JSON `null`: the client left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AwarenessUpdate {
@@ -418,7 +419,8 @@ pub struct AwarenessUpdate {
     pub clock: u64,
 }
 
-/// Every message a client may send (§3.10's accepted type names plus `delta_batch_chunk`).
+/// Every message a client may send (the type names the reference accepts, plus
+/// `delta_batch_chunk`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     /// `connect` (JSON text framing only; accepted and ignored).
@@ -442,7 +444,7 @@ pub enum ClientMessage {
     SnapshotUpload,
 }
 
-/// The type names a client may send (§3.10), plus `delta_batch_chunk` which the reference
+/// The type names a client may send, plus `delta_batch_chunk` which the reference
 /// handles before validation. Anything else → `Invalid message type: <t>`.
 pub const CLIENT_TYPE_NAMES: [&str; 16] = [
     "connect",
@@ -495,7 +497,7 @@ impl ClientMessage {
         })
     }
 
-    /// Whether the reference requires an authenticated connection for it (§3.1): subscribe,
+    /// Whether the reference requires an authenticated connection for it: subscribe,
     /// sync_request, delta, delta_batch, sync_step1. Awareness, ping, ack, unsubscribe don't.
     pub fn requires_auth(&self) -> bool {
         matches!(
@@ -574,7 +576,7 @@ pub struct Incoming {
     /// Binary: header timestamp. Text: top-level `timestamp`.
     pub header_timestamp: i64,
     /// The message's timestamp as the reference sees it: a numeric `timestamp` member wins
-    /// over the header (payload keys are spread over the header, §1.2).
+    /// over the header (payload keys are spread over the header).
     pub timestamp: i64,
     pub message: ClientMessage,
 }
@@ -604,12 +606,12 @@ impl Incoming {
         Ok(Incoming { framing, id, header_timestamp, timestamp, message })
     }
 
-    /// The `requestId` for a `sync_response`: the request's `id`, else `server_id` (§2.2).
+    /// The `requestId` for a `sync_response`: the request's `id`, else `server_id`.
     pub fn request_id(&self, server_id: &str) -> Json {
         self.id.clone().unwrap_or_else(|| Json::string(server_id))
     }
 
-    /// The `messageId` for an ACK: `messageId ?? id ?? server_id` (§3.5, §10.5).
+    /// The `messageId` for an ACK: `messageId ?? id ?? server_id`.
     pub fn ack_message_id(&self, server_id: &str) -> Json {
         let message_id = match &self.message {
             ClientMessage::Delta(d) => d.message_id.as_ref(),
@@ -649,7 +651,7 @@ pub enum DecodeErrorKind {
 }
 
 impl DecodeError {
-    /// The ERROR the reference sends for this input (§1.2, §3.9, §3.10).
+    /// The ERROR the reference sends for this input.
     pub fn to_error(&self) -> ErrorMessage {
         match &self.kind {
             DecodeErrorKind::Frame(_) | DecodeErrorKind::InvalidField { .. } => ErrorMessage::invalid_message_format(),
@@ -793,7 +795,7 @@ fn decode_delta(m: &RawObject) -> Result<Delta, DecodeErrorKind> {
 // Server → client
 // =============================================================================================
 
-/// `{canRead, canWrite, isAdmin}` (§3.1).
+/// `{canRead, canWrite, isAdmin}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Permissions {
@@ -843,7 +845,7 @@ impl AuthError {
 /// `{id, requestId, documentId, state, deltas:[], clock?, textState?, textClock?}`.
 ///
 /// The reference omits `clock` in replies to `sync_request`; send it whenever `state` is
-/// non-empty (§10.8).
+/// non-empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncResponse {
@@ -878,7 +880,7 @@ impl SyncResponse {
 }
 
 /// `delta` (0x20) broadcast — `{id, documentId, field, value, clock, clientId:"server"}`, one
-/// per field per subscriber (§2.2). `clock` must be non-empty for the SDK (§10.8).
+/// per field per subscriber. `clock` must be non-empty for the SDK.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeltaBroadcast {
@@ -904,7 +906,7 @@ impl DeltaBroadcast {
 }
 
 /// `delta_batch` (0x50) text-op relay — `{id, documentId, deltas:[…], isTextOperation:true}`,
-/// to every subscriber except the sender (§3.4). Build ops with [`BatchOp::text_relay`].
+/// to every subscriber except the sender. Build ops with [`BatchOp::text_relay`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TextOpsRelay {
@@ -943,7 +945,7 @@ pub struct AwarenessState {
     pub states: Vec<AwarenessEntry>,
 }
 
-/// Machine-readable `details.code` values (§3.9).
+/// Machine-readable `details.code` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidMessage,
@@ -967,7 +969,7 @@ impl ErrorCode {
     }
 }
 
-/// `error.details`: `{code}` or `{documentId}` (§3.9); anything else decodes as `Other`.
+/// `error.details`: `{code}` or `{documentId}`; anything else decodes as `Other`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorDetails {
     Code(ErrorCode),
@@ -1011,7 +1013,7 @@ impl<'de> Deserialize<'de> for ErrorDetails {
 }
 
 /// `error` (0xFF) — `{id, error, details?}` (`details` omitted when absent).
-/// One constructor per exact text of §3.9.
+/// One constructor per exact ERROR text of the reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorMessage {
     pub error: Cow<'static, str>,
@@ -1019,7 +1021,7 @@ pub struct ErrorMessage {
     pub details: Option<ErrorDetails>,
 }
 
-/// The maximum message size in the `Message too large` text (§3.10).
+/// The maximum message size in the `Message too large` text.
 pub const MAX_MESSAGE_SIZE: usize = 2_000_000;
 
 impl ErrorMessage {
@@ -1035,7 +1037,7 @@ impl ErrorMessage {
         ErrorMessage { error: Cow::Borrowed(text), details: Some(ErrorDetails::DocumentId(document_id.to_owned())) }
     }
 
-    /// `Invalid message format` — any framing failure (§1.2).
+    /// `Invalid message format` — any framing failure.
     pub const fn invalid_message_format() -> Self {
         Self::plain("Invalid message format")
     }
@@ -1079,7 +1081,7 @@ impl ErrorMessage {
     pub const fn document_id_invalid_characters() -> Self {
         Self::plain("Document ID contains invalid characters")
     }
-    /// `Access denied to this document` (demo whitelist, §3.11).
+    /// `Access denied to this document` (demo whitelist).
     pub const fn access_denied() -> Self {
         Self::plain("Access denied to this document")
     }
@@ -1135,7 +1137,7 @@ impl fmt::Display for ErrorMessage {
     }
 }
 
-/// Every message the server sends. Only SDK-known codes (§1.3): no `sync_step2`, no `ping`.
+/// Every message the server sends. Only SDK-known codes: no `sync_step2`, no `ping`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage {
     AuthSuccess(AuthSuccess),
@@ -1189,7 +1191,7 @@ impl ServerMessage {
         }
     }
 
-    /// The binary payload: `{"id":<id>, …body}` (§1.4).
+    /// The binary payload: `{"id":<id>, …body}`.
     pub fn payload_json(&self, id: &str) -> String {
         with_leading_member("id", &to_json(&id), &self.body_json())
     }

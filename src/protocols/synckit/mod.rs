@@ -14,8 +14,8 @@
 //! - [`document`]: a document as a fold of its events (LWW fields, Fugue text), and snapshots.
 //! - [`batch`]: when a document's broadcast goes out.
 //!
-//! Section numbers (§) refer to `shared/protocols/synckit.md`; decisions are in
-//! `protocols/synckit/NOTES.md`.
+//! The wire format is described in `protocols/synckit/WIRE.md`; decisions, and where Junction
+//! departs from the reference server, in `protocols/synckit/NOTES.md`.
 
 pub mod batch;
 pub mod chunk;

@@ -1,4 +1,4 @@
-//! Pure validation rules, limits and constants of the reference server (§3.1, §3.2, §3.8–3.11).
+//! Pure validation rules, limits and constants of the reference server.
 //! No clocks are read: callers pass `now_ms`.
 
 use super::message::ErrorMessage;
@@ -6,32 +6,32 @@ use super::raw::js_len;
 
 pub use super::message::MAX_MESSAGE_SIZE;
 
-/// Longest accepted document id, in JS `String.length` units (§3.2).
+/// Longest accepted document id, in JS `String.length` units.
 pub const MAX_DOCUMENT_ID_LEN: usize = 256;
-/// Default `SYNCKIT_MAX_MESSAGES_PER_MINUTE` (§3.10).
+/// Default `SYNCKIT_MAX_MESSAGES_PER_MINUTE`.
 pub const DEFAULT_MAX_MESSAGES_PER_MINUTE: usize = 500;
-/// Rate-limit sliding window (§3.10).
+/// Rate-limit sliding window.
 pub const RATE_LIMIT_WINDOW_MS: i64 = 60_000;
-/// Default `SYNCKIT_MAX_CONNECTIONS_PER_IP` (§3.1).
+/// Default `SYNCKIT_MAX_CONNECTIONS_PER_IP`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 50;
-/// Default `WS_MAX_CONNECTIONS` (§3.1).
+/// Default `WS_MAX_CONNECTIONS`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Server-side broadcast batching: a fixed window from the first delta (§3.4).
+/// Server-side broadcast batching: a fixed window from the first delta.
 pub const BROADCAST_BATCH_WINDOW_MS: u64 = 50;
-/// WebSocket control-ping interval (§3.8).
+/// WebSocket control-ping interval.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 30_000;
-/// Awareness entries older than this are dropped (checked every 30 s, §3.7).
+/// Awareness entries older than this are dropped (checked every 30 s).
 pub const AWARENESS_TIMEOUT_MS: i64 = 30_000;
-/// Abandoned chunk sets are dropped after this (§2.1).
+/// Abandoned chunk sets are dropped after this.
 pub const CHUNK_TIMEOUT_MS: i64 = 30_000;
-/// The SDK reconnects if a `pong` doesn't arrive within this after its `ping` (§3.8).
+/// The SDK reconnects if a `pong` doesn't arrive within this after its `ping`.
 pub const SDK_PONG_TIMEOUT_MS: u64 = 5_000;
-/// The SDK's `doc.init()` fails if no `sync_response` arrives within this (§2.2).
+/// The SDK's `doc.init()` fails if no `sync_response` arrives within this.
 pub const SDK_SYNC_TIMEOUT_MS: u64 = 10_000;
-/// SDK 0.1.1's `set()` fails with "ACK timeout" after this (§3.5).
+/// SDK 0.1.1's `set()` fails with "ACK timeout" after this.
 pub const SDK_ACK_TIMEOUT_MS: u64 = 5_000;
 
-/// WebSocket close codes and reasons the reference uses (§3.1, §3.9).
+/// WebSocket close codes and reasons the reference uses.
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
@@ -48,7 +48,7 @@ pub mod close {
     pub const SERVER_AT_CAPACITY: &str = "Server at maximum capacity";
 }
 
-/// `subscribe`'s document-id check (§3.2), in the reference's order:
+/// `subscribe`'s document-id check, in the reference's order:
 /// empty → `Invalid document ID`; longer than 256 UTF-16 units → `Document ID too long`;
 /// not `^[a-zA-Z0-9_:-]+$` → `Document ID contains invalid characters`.
 pub fn validate_document_id(document_id: &str) -> Result<(), ErrorMessage> {
@@ -64,9 +64,9 @@ pub fn validate_document_id(document_id: &str) -> Result<(), ErrorMessage> {
     Ok(())
 }
 
-/// The reference's demo whitelist for `subscribe` (§3.11): `playground`, `playground:*`,
+/// The reference's demo whitelist for `subscribe`: `playground`, `playground:*`,
 /// `wordwall`, `wordwall:*`, `room:*`, or an id whose first `:`-segment starts with ≥ 13 digits.
-/// Refused ids get [`ErrorMessage::access_denied`]. Off by default in Junction (§10.11).
+/// Refused ids get [`ErrorMessage::access_denied`]. Off by default in Junction.
 pub fn demo_whitelist_allows(document_id: &str) -> bool {
     let prefixed =
         |base: &str| document_id == base || document_id.strip_prefix(base).is_some_and(|rest| rest.starts_with(':'));
@@ -77,7 +77,7 @@ pub fn demo_whitelist_allows(document_id: &str) -> bool {
     base.bytes().take_while(u8::is_ascii_digit).count() >= 13
 }
 
-/// The size check of §3.10. `js_chars` is the message's size in JS string units; UTF-8 byte
+/// The `Message too large` check. `js_chars` is the message's size in JS string units; UTF-8 byte
 /// length is never smaller, so checking a frame's byte length is at least as strict.
 pub fn check_message_size(size: usize, max: usize) -> Result<(), ErrorMessage> {
     if size > max { Err(ErrorMessage::message_too_large(size, max)) } else { Ok(()) }

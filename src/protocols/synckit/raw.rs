@@ -2,11 +2,11 @@
 //!
 //! - [`RawObject`]: a JSON object kept as an *ordered* list of `(key, raw value)` members, so
 //!   values the server only relays (field values, awareness state, batch ops) are never
-//!   re-formatted and key order survives a round trip (spec §2, §3.4 "relayed as-is").
-//! - [`VectorClock`]: an insertion-ordered `clientId → counter` map (spec §3.3: the TS server's
-//!   clocks mix `conn-N` keys and SDK client ids in first-write order).
+//!   re-formatted and key order survives a round trip (the reference relays them as they came).
+//! - [`VectorClock`]: an insertion-ordered `clientId → counter` map (the reference's clocks mix
+//!   `conn-N` keys and SDK client ids in first-write order, and Junction's keep that order).
 //! - JavaScript helpers: [`is_truthy`] (the reference uses `a || b` / `!a` checks everywhere),
-//!   [`js_len`] (UTF-16 length, what `String.length` counts), tombstones (§2.1).
+//!   [`js_len`] (UTF-16 length, what `String.length` counts), tombstones.
 
 use std::fmt;
 
@@ -15,7 +15,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// The delete tombstone the repo's test client sends and the server broadcasts (§2.1, §3.3).
+/// The delete tombstone the repo's test client sends and the server broadcasts.
 pub const TOMBSTONE_JSON: &str = r#"{"__deleted":true}"#;
 
 /// Parses JSON text into an owned raw value. Returns `None` if `json` is not valid JSON.
@@ -80,7 +80,7 @@ pub fn raw_as_i64(value: &RawValue) -> Option<i64> {
 }
 
 /// Length of `s` as JavaScript's `String.prototype.length` counts it (UTF-16 code units).
-/// The reference measures document-id length (§3.2) and message size (§3.10) this way.
+/// The reference measures document-id length and message size this way.
 pub fn js_len(s: &str) -> usize {
     s.encode_utf16().count()
 }
@@ -367,7 +367,7 @@ impl VectorClock {
         next
     }
 
-    /// Per-key maximum merge (§3.3): keys new to `self` are appended in `other`'s order.
+    /// Per-key maximum merge: keys new to `self` are appended in `other`'s order.
     pub fn merge(&mut self, other: &VectorClock) {
         for (k, v) in &other.entries {
             match self.entries.iter_mut().find(|(key, _)| key == k) {
@@ -377,7 +377,7 @@ impl VectorClock {
         }
     }
 
-    /// The largest counter (the SDK uses `max(clock values)` as its LWW counter, §10.9).
+    /// The largest counter (the SDK uses `max(clock values)` as its LWW counter).
     pub fn max_value(&self) -> Option<u64> {
         self.entries.iter().map(|(_, v)| *v).max()
     }

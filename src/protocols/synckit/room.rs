@@ -606,7 +606,7 @@ impl Room {
         self.schedule_flush();
     }
 
-    /// A `sync_request`'s vector clock joins the document clock (§3.2) — stored as a write with no
+    /// A `sync_request`'s vector clock joins the document clock — stored as a write with no
     /// fields, so every instance and every restart folds it in, and only when it raises an entry.
     async fn merge_clock(&mut self, clock: &VectorClock) {
         if clock.iter().all(|(client, counter)| self.document.clock.get(client).is_some_and(|held| held >= counter)) {

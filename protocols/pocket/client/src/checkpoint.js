@@ -1,4 +1,4 @@
-// The client checkpoint (§6.3): `{id: "<nodeId>_<ms at creation>", sequences, timestamp, nodeId}`.
+// The client checkpoint: `{id: "<nodeId>_<ms at creation>", sequences, timestamp, nodeId}`.
 // Not persisted (the real client persists it in browsers only, under `pocket_sync_checkpoint`).
 
 export class CheckpointManager {

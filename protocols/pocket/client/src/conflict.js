@@ -1,11 +1,11 @@
-// Conflict detection and resolution (§9), shared by the push-response and pull paths.
+// Conflict detection and resolution, shared by the push-response and pull paths.
 
 const REV_PATTERN = /^(\d+)-([A-Za-z0-9]+)$/;
 
 /**
  * Compares two vector clocks; a missing entry counts as 0.
  * Returns 'before' (a < b), 'after' (a > b) or 'concurrent'. As in the reference, **equal clocks
- * are 'concurrent'** (§9 rule 2).
+ * are 'concurrent'**.
  */
 export function compareVClocks(a, b) {
   let aAhead = false;
@@ -21,7 +21,7 @@ export function compareVClocks(a, b) {
   return 'concurrent';
 }
 
-/** `detectConflict(a, b)` (§9): the four rules, in order. */
+/** `detectConflict(a, b)`: the four rules, in order. */
 export function detectConflict(a, b) {
   if (a._rev === b._rev) return false; // 1. same rev, both missing included
   if (a._vclock && b._vclock) return compareVClocks(a._vclock, b._vclock) === 'concurrent'; // 2.
@@ -43,7 +43,7 @@ function sameValue(x, y) {
 }
 
 /**
- * `ConflictResolver(strategy).resolve({localDocument, remoteDocument, baseDocument?})` (§9).
+ * `ConflictResolver(strategy).resolve({localDocument, remoteDocument, baseDocument?})`.
  * Returns `{winner: 'local'|'remote'|'merged', document}`.
  */
 export function resolveConflict(strategy, { localDocument, remoteDocument, baseDocument, mergeFunction }) {
@@ -70,10 +70,10 @@ export function resolveConflict(strategy, { localDocument, remoteDocument, baseD
   }
 }
 
-// §9 `merge`: `_`-prefixed keys skipped; with a base, the side that changed a field wins;
+// The real client's `merge`: `_`-prefixed keys skipped; with a base, the side that changed a field wins;
 // otherwise the newer `_updatedAt` wins per field; vclocks merged by max; `_updatedAt = now`.
 // GUESS: the details below (which side's `_id`/`_rev`/`_createdAt` the result keeps, a field
-// changed on both sides going to the newer doc) are not in the spec.
+// changed on both sides going to the newer doc) were not read from the real client.
 function merge(local, remote, base, mergeFunction) {
   if (mergeFunction) return mergeFunction(local, remote, base);
   const localNewer = (local._updatedAt ?? 0) >= (remote._updatedAt ?? 0);

@@ -1,4 +1,4 @@
-// SyncEngine (§10, §11): push/pull of queued local changes over one transport.
+// SyncEngine: push/pull of queued local changes over one transport.
 
 import { CheckpointManager } from './checkpoint.js';
 import { detectConflict, resolveConflict } from './conflict.js';
@@ -8,7 +8,7 @@ import { LocalDatabase } from './store.js';
 import { HttpTransport } from './transport/http.js';
 import { WebSocketTransport } from './transport/websocket.js';
 
-/** SyncConfig defaults (§10). */
+/** SyncConfig defaults. */
 export const ENGINE_DEFAULTS = Object.freeze({
   collections: [],
   direction: 'both',
@@ -28,7 +28,7 @@ const silentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 export class SyncEngine {
   /**
    * @param {LocalDatabase} db
-   * @param {object} config SyncConfig (§10) plus `serverUrl`, `authToken`, and test-only options:
+   * @param {object} config SyncConfig plus `serverUrl`, `authToken`, and test-only options:
    *   `nodeId`, `logger`, `transportOptions` (timeouts, heartbeat, reconnect timings), `transport`.
    */
   constructor(db, config) {
@@ -58,7 +58,7 @@ export class SyncEngine {
     };
     this.transport = this.config.transport ??
       (this.config.useWebSocket ? new WebSocketTransport(transportOptions) : new HttpTransport(transportOptions));
-    // The real engine never calls transport.onMessage, so broadcasts are dropped (§10). The
+    // The real engine never calls transport.onMessage, so broadcasts are dropped. The
     // transport hands unmatched messages to this handler only so tests can see what was dropped.
     this.transport.onMessage?.((message) => this.ignoredMessages.push(message));
     // Status follows the transport: any transport error → 'error', a close → 'offline', a
@@ -84,7 +84,7 @@ export class SyncEngine {
   }
 
   /**
-   * start() (§10): connect; subscribe to the local change streams of the collections that exist
+   * start(): connect; subscribe to the local change streams of the collections that exist
    * now (filtered by `collections`; skipped for direction 'pull'); start the pull timer; forceSync().
    */
   async start() {
@@ -96,7 +96,7 @@ export class SyncEngine {
       if (this.config.direction !== 'pull') this.subscribe();
       if (this.config.direction !== 'push' && this.config.pullInterval > 0) {
         this.pullTimer = setInterval(() => {
-          // The pull timer never pushes (§10), and pulls only while connected and 'idle'.
+          // The pull timer never pushes, and pulls only while connected and 'idle'.
           if (!this.transport.isConnected() || this.status !== 'idle') return;
           this.pullWithRetry().catch((err) => this.logger.warn('interval pull failed', err));
         }, this.config.pullInterval);
@@ -121,7 +121,7 @@ export class SyncEngine {
     if (change.isFromSync) return;
     this.queue.add(collection, change);
     // Pushed at once (not awaited) unless a sync is running: that produces the overlapping
-    // pushes of §8, each carrying every queued change of the collection.
+    // pushes the real engine makes, each carrying every queued change of the collection.
     if (this.transport.isConnected() && this.status !== 'syncing') this.track(this.pushWithRetry(collection));
   }
 
@@ -138,9 +138,9 @@ export class SyncEngine {
   }
 
   /**
-   * forceSync() (§10): push, then pull. Returns at once if a sync is running (status
+   * forceSync(): push, then pull. Returns at once if a sync is running (status
    * 'syncing'). The push here is one attempt per collection (no retry); the pull has the
-   * retry of §10. Failure: status 'error', rethrown.
+   * engine's retry (see `pullWithRetry`). Failure: status 'error', rethrown.
    */
   async forceSync() {
     if (this.status === 'syncing') return;
@@ -176,7 +176,7 @@ export class SyncEngine {
 
   /**
    * Up to `maxRetryAttempts` attempts (1 without `autoRetry`), waiting
-   * `retryDelay·2^attempt + random(0..0.5·retryDelay)` between them (§10). A write-triggered
+   * `retryDelay·2^attempt + random(0..0.5·retryDelay)` between them. A write-triggered
    * push only logs its last failure (the changes stay queued); a pull rethrows it.
    */
   async withRetry(label, fn, rethrow) {
@@ -204,7 +204,7 @@ export class SyncEngine {
     return this.withRetry('pull', () => this.pullOnce(), true);
   }
 
-  /** One push of every queued change of `collection` (§5.1, §11.6). */
+  /** One push of every queued change of `collection`. */
   async pushCollection(collection) {
     const entries = this.queue.entriesFor(collection);
     if (entries.length === 0) return;
@@ -227,21 +227,21 @@ export class SyncEngine {
         const localDocument = local.get(documentId);
         if (!localDocument) continue; // no local copy: nothing resolved, nothing cleared
         const resolved = resolveConflict(this.config.conflictStrategy, { localDocument, remoteDocument: serverDocument });
-        // Written locally as a sync change: not queued, so never pushed back (§9).
+        // Written locally as a sync change: not queued, so never pushed back.
         local.applyResolved(resolved.document);
         this.queue.clearDocument(collection, documentId);
       }
     }
-    // Throws a TypeError when the response has no checkpoint, as the real client does (§16.4).
+    // Throws a TypeError when the response has no checkpoint, as the real client does.
     this.checkpointManager.mergeServerCheckpoint(response.checkpoint);
   }
 
-  /** Collections to sync: `collections` if set, else those with queued changes (§10). */
+  /** Collections to sync: `collections` if set, else those with queued changes. */
   collectionsToSync() {
     return this.config.collections.length > 0 ? [...this.config.collections] : this.queue.collections();
   }
 
-  /** One pull (§5.3, §11.7); pulls again at once while `hasMore`, with no cap. */
+  /** One pull; pulls again at once while `hasMore`, with no cap. */
   async pullOnce() {
     const message = {
       type: 'pull',
@@ -266,7 +266,7 @@ export class SyncEngine {
 
   /**
    * A pulled change goes through applyRemoteChange. When the document still has queued changes
-   * and conflicts with the local copy (§9 last line), the change's document is first replaced by
+   * and conflicts with the local copy, the change's document is first replaced by
    * the strategy's result (so a local win re-stores the local copy). The queue is left as it is.
    */
   applyPulledChange(name, collection, change) {
@@ -299,7 +299,7 @@ export class SyncEngine {
  *
  * The configured `collections` are created before start(), so their writes are tracked. Other
  * collections must be created with `engine.collection(name)` **before** start() to be synced
- * (the real engine subscribes only to collections that exist when it starts, §10).
+ * (the real engine subscribes only to collections that exist when it starts).
  * Writes made before start() are local only, as in the real engine.
  */
 export function createSyncEngine(config) {

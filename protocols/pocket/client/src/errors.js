@@ -1,4 +1,4 @@
-// ConnectionError and its codes (§3 "Client error codes").
+// ConnectionError and its codes.
 
 export const ErrorCodes = Object.freeze({
   /** Heartbeat timeout, max reconnect attempts, or an HTTP status error. */

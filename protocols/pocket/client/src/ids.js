@@ -7,12 +7,12 @@ export function randomBase36(length) {
   return out.slice(0, length);
 }
 
-/** A message id: `<ms base36>-<6 random base36>`, e.g. `mwr5uccz-pyu5ef` (§5). */
+/** A message id: `<ms base36>-<6 random base36>`, e.g. `mwr5uccz-pyu5ef`. */
 export function messageId(now = Date.now()) {
   return `${now.toString(36)}-${randomBase36(6)}`;
 }
 
-/** A `_rev`: `<generation>-<8 random base36>`, e.g. `1-2tswmozt` (§6.1, §13). */
+/** A `_rev`: `<generation>-<8 random base36>`, e.g. `1-2tswmozt`. */
 export function makeRev(generation) {
   return `${generation}-${randomBase36(8)}`;
 }
@@ -24,7 +24,7 @@ export function revGeneration(rev) {
   return Number.isFinite(n) ? n : 0;
 }
 
-/** GUESS (the spec does not say how a node id or a generated `_id` looks). */
+/** GUESS (we did not read how the real client makes a node id or a generated `_id`). */
 export function makeNodeId() {
   return `node_${randomBase36(10)}`;
 }

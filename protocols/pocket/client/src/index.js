@@ -1,5 +1,5 @@
-// A faithful client for Pocket's push/pull sync protocol, written from
-// shared/protocols/pocket.md (§11) to test Junction. See README.md.
+// A faithful client for Pocket's push/pull sync protocol, written from our reading of the real
+// engine's source to test Junction. See README.md.
 
 export { SyncEngine, createSyncEngine, ENGINE_DEFAULTS } from './engine.js';
 export { LocalDatabase, LocalCollection } from './store.js';

@@ -1,4 +1,4 @@
-// The optimistic-update queue (§10 "Local write"): queued local changes keyed
+// The optimistic-update queue: queued local changes keyed
 // `<collection>_<docId>_<ms>`, in insertion order.
 //
 // Faithful quirk: two writes to the same document in the same millisecond share a key, so the

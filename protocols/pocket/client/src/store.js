@@ -1,11 +1,11 @@
 // The local, in-memory document store the engine syncs (a stand-in for @pocket/core's
-// Database/Collection). It produces documents (§6.1) and ChangeEvents (§6.2) the way the real
-// client does, and applies remote changes the way `collection.applyRemoteChange` does (§10).
+// Database/Collection). It produces documents and ChangeEvents the way the real
+// client does, and applies remote changes the way `collection.applyRemoteChange` does.
 
 import { makeDocumentId, makeRev, revGeneration } from './ids.js';
 
 function bumpVClock(vclock, nodeId) {
-  // §6.1: the writer's entry goes up by 1. This needs the existing doc to have a `_vclock`;
+  // As in the real client: the writer's entry goes up by 1. This needs the existing doc to have a `_vclock`;
   // GUESS: an existing doc without one stays without one.
   if (!vclock) return undefined;
   return { ...vclock, [nodeId]: (vclock[nodeId] ?? 0) + 1 };
@@ -22,7 +22,7 @@ export class LocalCollection {
     this.nodeId = nodeId;
     /** `_id` → document; deleted documents stay as `_deleted:true` tombstones. */
     this.docs = new Map();
-    /** The per-collection change counter: the `sequence` of local changes (1, 2, 3…, §6.2). */
+    /** The per-collection change counter: the `sequence` of local changes (1, 2, 3…). */
     this.sequence = 0;
     this.listeners = new Set();
   }
@@ -59,7 +59,7 @@ export class LocalCollection {
 
   /**
    * insert: `{_id, ...fields, _rev:"1-<rand>", _createdAt = _updatedAt = now, _vclock:{[node]:1}}`
-   * (key order as in §13). Throws if a live document with that `_id` exists.
+   * (key order as the real client writes it). Throws if a live document with that `_id` exists.
    */
   insert(input) {
     const now = Date.now();
@@ -91,7 +91,7 @@ export class LocalCollection {
 
   /**
    * Soft delete: a `_deleted:true` tombstone is kept locally (rev, `_updatedAt` and clock bumped
-   * like an update), but the change sent carries `document:null` and `previousDocument` (§6.2).
+   * like an update), but the change sent carries `document:null` and `previousDocument`.
    */
   delete(id) {
     const existing = this.docs.get(id);
@@ -109,7 +109,7 @@ export class LocalCollection {
   }
 
   /**
-   * `applyRemoteChange` (§10): insert/update with a document stores it; delete with
+   * `applyRemoteChange`: insert/update with a document stores it; delete with
    * `document:null` hard-deletes; delete with a document stores it as a tombstone. Emits a
    * change with `isFromSync:true, sequence:0`, which the engine does not queue.
    * GUESS: a delete's document is stored with `_deleted:true` forced on; an insert/update
@@ -129,7 +129,7 @@ export class LocalCollection {
     this.emit(this.syncChange(operation, documentId, this.docs.get(documentId) ?? null, previous));
   }
 
-  /** The local write of a resolved conflict: an `update` with `isFromSync:true, sequence:0` (§9). */
+  /** The local write of a resolved conflict: an `update` with `isFromSync:true, sequence:0`. */
   applyResolved(document) {
     const previous = this.docs.get(document._id);
     this.docs.set(document._id, document);

@@ -63,7 +63,7 @@ async function settle(...clients) {
 }
 
 describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
-  test('first sync: the pull and its reply have the real shapes (§5.3, §5.4, §13)', async (t) => {
+  test('first sync: the pull and its reply have the real shapes', async (t) => {
     t.after(closeAll);
     const col = fresh('todos');
     const a = await client('A', [col]);
@@ -82,7 +82,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(a.status, 'idle');
   });
 
-  test('insert → push → push-response; the push carries the full checkpoint (§5.1, §5.2)', async (t) => {
+  test('insert → push → push-response; the push carries the full checkpoint', async (t) => {
     t.after(closeAll);
     const col = fresh('todos');
     const a = await client('A', [col]);
@@ -99,7 +99,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(a.queue.size, 0);
   });
 
-  test('overlapping pushes: three quick inserts send [a], [a,b], [a,b,c] before any reply (§8)', async (t) => {
+  test('overlapping pushes: three quick inserts send [a], [a,b], [a,b,c] before any reply', async (t) => {
     t.after(closeAll);
     const col = fresh('todos');
     const a = await client('A', [col]);
@@ -122,7 +122,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(b.checkpoint.sequences[col], Math.max(...seqs));
   });
 
-  test('three clients interleaving inserts, updates and deletes converge (§7 fix)', async (t) => {
+  test('three clients interleaving inserts, updates and deletes converge', async (t) => {
     t.after(closeAll);
     const col = fresh('notes');
     const a = await client('A', [col]);
@@ -153,7 +153,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.deepEqual(received(a, 'pull-response').at(-1).changes, {});
   });
 
-  test('three clients, ~200 writes each, pulling only with their checkpoints, end equal to the server (§7)', async (t) => {
+  test('three clients, ~200 writes each, pulling only with their checkpoints, end equal to the server', async (t) => {
     t.after(closeAll);
     const col = fresh('busy');
     const clients = [await client('A', [col]), await client('B', [col]), await client('C', [col])];
@@ -194,7 +194,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.deepEqual(serverSeqs, serverSeqs.map((_, i) => i + 1), 'sequences are the store\'s seqs 1..n, gap-free');
   });
 
-  test('concurrent updates of one document: last write wins everywhere (§9)', async (t) => {
+  test('concurrent updates of one document: last write wins everywhere', async (t) => {
     t.after(closeAll);
     const col = fresh('docs');
     const a = await client('A', [col]);
@@ -209,7 +209,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     await a.idle();
     b.status = 'idle';
     await b.push();
-    // The server's copy is newer, so under last-write-wins it wins and is reported (§9, §16.18).
+    // The server's copy is newer, so under last-write-wins it wins and is reported.
     const reply = received(b, 'push-response').at(-1);
     assert.equal(reply.success, false);
     assert.equal(reply.conflicts[0].documentId, 'x');
@@ -221,7 +221,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(b.get(col, 'x').v, 'a-later');
   });
 
-  test('a delete goes up as document:null with previousDocument, and hard-deletes elsewhere (§6.2, §16.10)', async (t) => {
+  test('a delete goes up as document:null with previousDocument, and hard-deletes elsewhere', async (t) => {
     t.after(closeAll);
     const col = fresh('todos');
     const a = await client('A', [col]);
@@ -240,7 +240,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     assert.equal(a.get(col, 'd')._deleted, true, 'the writer keeps a tombstone');
   });
 
-  test('broadcasts are dropped: remote changes arrive only by pulling (§10)', async (t) => {
+  test('broadcasts are dropped: remote changes arrive only by pulling', async (t) => {
     t.after(closeAll);
     const col = fresh('todos');
     const a = await client('A', [col]);
@@ -249,14 +249,14 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     await a.idle();
     await sleep(100);
     assert.equal(b.get(col, 'r'), undefined, 'not applied from a broadcast');
-    // Parity with the reference (§14, §16.9): B got a broadcast, and dropped it.
+    // Parity with the reference: B got a broadcast, and dropped it.
     assert.ok(b.ignoredMessages.length >= 1, 'a broadcast reached B');
     for (const m of b.ignoredMessages) assert.match(m.id, /^broadcast_/);
     await b.pull();
     assert.equal(b.get(col, 'r').v, 1);
   });
 
-  test('hasMore: a small batchSize pages through everything with a forward-moving checkpoint (§16.7)', async (t) => {
+  test('hasMore: a small batchSize pages through everything with a forward-moving checkpoint', async (t) => {
     t.after(closeAll);
     const col = fresh('many');
     const a = await client('A', [col]);
@@ -270,7 +270,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     for (let i = 1; i < marks.length; i++) assert.ok(marks[i] > marks[i - 1], `checkpoint moved: ${marks}`);
   });
 
-  test('text ping gets text pong; the connection stays up (§3, §16.2)', async (t) => {
+  test('text ping gets text pong; the connection stays up', async (t) => {
     t.after(closeAll);
     const a = await client('A', [fresh('hb')], { transportOptions: { heartbeatIntervalMs: 100, heartbeatTimeoutMs: 80 } });
     await sleep(450);
@@ -290,7 +290,7 @@ describe('Pocket interop (WebSocket)', { skip, concurrency: false }, () => {
     ws.terminate();
   });
 
-  test('error replies echo the request id (Junction, §16.14)', async () => {
+  test('error replies echo the request id (Junction)', async () => {
     const url = new URL(WS_URL);
     url.searchParams.set('token', TOKEN);
     const ws = new WebSocket(url);
@@ -341,7 +341,7 @@ describe('Pocket interop (two users)', { skip: skip || (process.env.POCKET_TOKEN
 });
 
 describe('Pocket interop (HTTP, useWebSocket:false)', { skip: skipHttp, concurrency: false }, () => {
-  test('HTTP and WebSocket clients converge; routes and Bearer are used (§4)', async (t) => {
+  test('HTTP and WebSocket clients converge; routes and Bearer are used', async (t) => {
     t.after(closeAll);
     const col = fresh('mixed');
     const h = await client('H', [col], { serverUrl: `${HTTP_URL}/ignored/base/path`, useWebSocket: false });

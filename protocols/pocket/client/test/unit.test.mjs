@@ -1,5 +1,5 @@
 // Offline tests of the client's own behaviour: shapes, rules, and both transports against
-// scripted sockets (no protocol server). Section numbers refer to shared/protocols/pocket.md.
+// scripted sockets (no protocol server).
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -28,7 +28,7 @@ import {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
-// Ids, documents, changes (§5, §6).
+// Ids, documents, changes.
 
 test('message ids look like <ms base36>-<6 base36>', () => {
   const id = messageId(1795311045387);
@@ -73,7 +73,7 @@ test('insert, update, delete produce the real client\'s documents and changes', 
   assert.throws(() => engine.update('todos', 't1', { title: 'x' }), /not found/);
 });
 
-test('B editing A\'s document bumps only B\'s clock entry (§6.1)', () => {
+test('B editing A\'s document bumps only B\'s clock entry', () => {
   const b = createSyncEngine({ serverUrl: 'ws://127.0.0.1:1/sync', nodeId: 'nodeB', collections: ['todos'] });
   b.collection('todos').applyRemoteChange({
     operation: 'update', documentId: 'd', document: { _id: 'd', _rev: '2-x', _vclock: { nodeA: 2 } },
@@ -82,7 +82,7 @@ test('B editing A\'s document bumps only B\'s clock entry (§6.1)', () => {
   assert.match(b.get('todos', 'd')._rev, /^3-/);
 });
 
-test('applyRemoteChange: store, hard delete on null, tombstone on a delete with a document (§10)', () => {
+test('applyRemoteChange: store, hard delete on null, tombstone on a delete with a document', () => {
   const e = createSyncEngine({ serverUrl: 'ws://127.0.0.1:1/sync', nodeId: 'n', collections: ['c'] });
   const c = e.collection('c');
   const seen = [];
@@ -116,7 +116,7 @@ test('queue keys are <collection>_<docId>_<ms>: a same-ms write replaces the ear
   assert.equal(q.size, 1);
 });
 
-test('checkpoint: initial shape, max merge, TypeError without a checkpoint (§6.3)', () => {
+test('checkpoint: initial shape, max merge, TypeError without a checkpoint', () => {
   const cp = new CheckpointManager('nodeA', 1795311045375);
   assert.deepEqual(cp.snapshot(), { id: 'nodeA_1795311045375', sequences: {}, timestamp: 0, nodeId: 'nodeA' });
   assert.deepEqual(Object.keys(cp.snapshot()), ['id', 'sequences', 'timestamp', 'nodeId']);
@@ -134,7 +134,7 @@ test('checkpoint: initial shape, max merge, TypeError without a checkpoint (§6.
 });
 
 // ---------------------------------------------------------------------------------------------
-// §9 rules.
+// The conflict rules.
 
 test('detectConflict follows the four rules', () => {
   const cases = [
@@ -181,7 +181,7 @@ test('resolveConflict strategies', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// WebSocket transport against a scripted socket (§3).
+// WebSocket transport against a scripted socket.
 
 async function scriptedServer(onConnection) {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
@@ -309,7 +309,7 @@ test('WS: text ping every interval; a missing pong closes and reconnects', async
   }
 });
 
-test('WS: a 4001 close right after open loops through reconnects; each open resets the counter (§3)', async () => {
+test('WS: a 4001 close right after open loops through reconnects; each open resets the counter', async () => {
   const server = await scriptedServer((ws) => ws.close(4001, 'Authentication failed'));
   const events = [];
   const t = new WebSocketTransport({
@@ -331,7 +331,7 @@ test('WS: a 4001 close right after open loops through reconnects; each open rese
 });
 
 // ---------------------------------------------------------------------------------------------
-// HTTP transport against a scripted server (§4).
+// HTTP transport against a scripted server.
 
 test('HTTP: /health at the root, Bearer token, routes, status errors', async () => {
   const requests = [];
@@ -378,7 +378,7 @@ test('HTTP: /health at the root, Bearer token, routes, status errors', async () 
 });
 
 // ---------------------------------------------------------------------------------------------
-// Engine against a fake transport: the §11 steps that need no server.
+// Engine against a fake transport: the engine's steps that need no server.
 
 function fakeTransport(reply) {
   const sent = [];
@@ -407,7 +407,7 @@ test('engine: push success clears the collection queue; conflicts clear only the
   });
   const e = createSyncEngine({ serverUrl: 'ws://x/sync', nodeId: 'n', collections: ['todos'], transport, pullInterval: 0 });
   await e.start();
-  e.status = 'syncing'; // writes during a sync are queued but not pushed (§10)
+  e.status = 'syncing'; // writes during a sync are queued but not pushed
   e.insert('todos', { _id: 'a', v: 1 });
   e.insert('todos', { _id: 'b', v: 1 });
   e.status = 'idle';

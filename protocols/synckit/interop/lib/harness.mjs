@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import WebSocket from 'ws'
 
-// Node 20 has no global WebSocket; the SDK uses the global one (spec §7). Must happen before the
+// Node 20 has no global WebSocket; the SDK uses the global one. Must happen before the
 // SDK is imported.
 globalThis.WebSocket = WebSocket
 

@@ -1,4 +1,4 @@
-// A raw SyncKit client written from the wire spec (shared/protocols/synckit.md §1.2/§1.3), not from
+// A raw SyncKit client written from the wire format (protocols/synckit/WIRE.md), not from
 // the SDK: the tests use it to read what the server holds, independently of the SDK under test.
 import WebSocket from 'ws'
 

@@ -1,5 +1,5 @@
 // Concurrent writes to one field from several real clients: whatever the interleaving, every client
-// ends with the same value, and it is the value the server holds (spec §10 gotchas 9 and 13).
+// ends with the same value, and it is the value the server holds.
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'
 import { converge, disposeAll, newClient, openDoc, recordIncoming, serverUrl, uniqueDoc } from '../lib/harness.mjs'

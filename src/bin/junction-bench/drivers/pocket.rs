@@ -1,4 +1,4 @@
-//! Pocket at `/sync`, as the `@pocket/sync` SyncEngine speaks it (spec §3, §5, §8): JSON text
+//! Pocket at `/sync`, as the `@pocket/sync` SyncEngine speaks it (`protocols/pocket/WIRE.md`): JSON text
 //! frames, a `pull` of a collection (which subscribes the client to it) answered by a
 //! `pull-response` with the same id, a `push` of inserts answered by a `push-response` with the
 //! same id, and every other client of the collection getting the pushed changes as a

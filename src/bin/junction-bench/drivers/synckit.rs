@@ -1,8 +1,8 @@
-//! SyncKit at `/ws`, in binary frames, as `@synckit-js/sdk` speaks it (spec §1–§2): `auth` only
-//! when a token is given, `subscribe` answered by `sync_response`, writes as `delta` (one field)
-//! or `delta_batch` (several), each acknowledged by an `ack` echoing its `messageId`, and one
-//! `delta` broadcast per field to every subscriber of the document (the writer included). Frames
-//! are built and read with Junction's own SyncKit codec.
+//! SyncKit at `/ws`, in binary frames, as `@synckit-js/sdk` speaks it (`protocols/synckit/WIRE.md`):
+//! `auth` only when a token is given, `subscribe` answered by `sync_response`, writes as `delta`
+//! (one field) or `delta_batch` (several), each acknowledged by an `ack` echoing its `messageId`,
+//! and one `delta` broadcast per field to every subscriber of the document (the writer included).
+//! Frames are built and read with Junction's own SyncKit codec.
 //!
 //! Every event is its own field (`w<writer>-<n>`), so that a server free to coalesce writes to
 //! one field within a flush window still has to deliver each event.

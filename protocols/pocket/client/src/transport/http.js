@@ -1,4 +1,4 @@
-// HttpTransport (§4): `useWebSocket:false`. No server push, no heartbeat.
+// HttpTransport: `useWebSocket:false`. No server push, no heartbeat.
 
 import { ConnectionError, ErrorCodes } from '../errors.js';
 

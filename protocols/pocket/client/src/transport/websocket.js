@@ -1,11 +1,11 @@
-// WebSocketTransport (§3): the `ws` package stands in for the global WebSocket the real client
+// WebSocketTransport: the `ws` package stands in for the global WebSocket the real client
 // uses (browsers, Node ≥ 22; Node 20 needs exactly this polyfill).
 
 import WebSocket from 'ws';
 
 import { ConnectionError, ErrorCodes } from '../errors.js';
 
-/** Incoming types that can answer a request (matched by `id`, §3). */
+/** Incoming types that can answer a request (matched by `id`). */
 export const RESPONSE_TYPES = new Set(['push-response', 'pull-response', 'ack', 'error']);
 
 export const WS_DEFAULTS = Object.freeze({
@@ -57,7 +57,7 @@ export class WebSocketTransport {
     return this.connected;
   }
 
-  /** Messages that answer no pending request. The real SyncEngine never registers one (§10). */
+  /** Messages that answer no pending request. The real SyncEngine never registers one. */
   onMessage(handler) {
     this.messageHandler = handler;
   }
@@ -84,7 +84,7 @@ export class WebSocketTransport {
     this.errorHandler?.(error);
   }
 
-  /** Resolves on `open`; from then on the transport counts as connected (§3). */
+  /** Resolves on `open`; from then on the transport counts as connected. */
   connect() {
     this.explicitClose = false;
     return this.openSocket(false);
@@ -93,7 +93,7 @@ export class WebSocketTransport {
   openSocket(isReconnect) {
     return new Promise((resolve, reject) => {
       const url = webSocketUrl(this.options.serverUrl, this.options.authToken);
-      // No headers, no subprotocol, no nodeId (§3).
+      // No headers, no subprotocol, no nodeId.
       const ws = new WebSocket(url);
       this.ws = ws;
       let opened = false;
@@ -125,14 +125,14 @@ export class WebSocketTransport {
         this.event('close', { code, reason });
         this.disconnectHandler?.();
         if (!opened) reject(new ConnectionError(ErrorCodes.C502, `WebSocket closed before open (${code})`));
-        // Pending requests are NOT rejected on an unexpected close: they time out (§3).
+        // Pending requests are NOT rejected on an unexpected close: they time out.
         if (!this.explicitClose && this.options.autoReconnect) this.scheduleReconnect();
       });
     });
   }
 
   /**
-   * `1000 ms × 2^(attempt−1)`, capped at 30 s, up to 10 attempts (§3). A successful `open` resets
+   * `1000 ms × 2^(attempt−1)`, capped at 30 s, up to 10 attempts. A successful `open` resets
    * the counter, so a server that closes right after `open` (4001/4002) is retried every
    * second for ever, not 10 times.
    */
@@ -175,7 +175,7 @@ export class WebSocketTransport {
       const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
       clearTimeout(pending.timer);
-      // A matching `error` resolves the request too; the engine then ignores it (§3).
+      // A matching `error` resolves the request too; the engine then ignores it.
       pending.resolve(message);
       return;
     }
