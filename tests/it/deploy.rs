@@ -9,18 +9,30 @@ fn repo_file(name: &str) -> String {
 
 #[test]
 fn compose_runs_two_instances_on_one_postgres_and_one_redis() {
-    let compose: Value = serde_yaml::from_str(&repo_file("compose.yaml")).unwrap();
+    let mut compose: Value = serde_yaml::from_str(&repo_file("compose.yaml")).unwrap();
+    // The instances share their settings through a YAML anchor and merge key (`<<: *junction`).
+    compose.apply_merge().unwrap();
     let services = compose["services"].as_mapping().unwrap();
     let image = |name: &str| compose["services"][name]["image"].as_str().unwrap_or_default().to_owned();
     assert!(image("postgres").starts_with("postgres:16"));
     assert!(image("redis").starts_with("redis:7"));
 
-    let instances: Vec<&Value> =
-        services.iter().filter(|(name, _)| name.as_str().unwrap().starts_with("junction-")).map(|(_, s)| s).collect();
+    let instances: Vec<(&str, &Value)> = services
+        .iter()
+        .map(|(name, s)| (name.as_str().unwrap(), s))
+        .filter(|(name, _)| name.starts_with("junction-"))
+        .collect();
     assert_eq!(instances.len(), 2);
     let mut host_ports = Vec::new();
-    for instance in instances {
-        assert_eq!(instance["build"], Value::from("."));
+    let mut builders = Vec::new();
+    for (name, instance) in &instances {
+        // One image for both, never looked for on a registry (it exists nowhere but here).
+        assert_eq!(instance["image"], Value::from("junction:local"), "{name}");
+        assert_eq!(instance["pull_policy"], Value::from("never"), "{name}");
+        if instance.get("build").is_some() {
+            assert_eq!(instance["build"], Value::from("."));
+            builders.push(*name);
+        }
         assert_eq!(instance["env_file"], Value::from("compose.env"), "secrets come from the env file");
         let env = &instance["environment"];
         assert_eq!(env["DATABASE_URL"], Value::from("postgres://junction:junction@postgres:5432/junction"));
@@ -32,10 +44,12 @@ fn compose_runs_two_instances_on_one_postgres_and_one_redis() {
             instance["healthcheck"]["test"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(test[..3], ["CMD", "junction", "healthcheck"]);
         assert!(test[3].ends_with(":8787"), "the container port is 8787");
+        assert_eq!(instance["stop_signal"], Value::from("SIGTERM"), "SIGTERM drains");
         let port = instance["ports"][0].as_str().unwrap();
         assert!(port.ends_with(":8787"));
         host_ports.push(port.split(':').next().unwrap().to_owned());
     }
+    assert_eq!(builders.len(), 1, "the image is built once, by one instance: {builders:?}");
     assert_ne!(host_ports[0], host_ports[1]);
     // Every service with a healthcheck has a test command.
     for (name, service) in services {
