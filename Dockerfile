@@ -3,8 +3,21 @@
 #   docker build -t junction . && docker run -p 8787:8787 -v junction-data:/var/lib/junction junction
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY . .
-RUN cargo build --release --locked --bin junction
+# The dependencies first, in layers of their own that depend only on the manifest and the
+# lockfile: a change to Junction's sources then rebuilds Junction alone. Cargo wants every
+# target the manifest names (the library, the two binaries, the test crate) to exist, so each
+# gets an empty stand-in here.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src/bin/junction-bench tests/it \
+    && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > src/bin/junction-bench/main.rs \
+    && touch src/lib.rs tests/it/main.rs \
+    && cargo build --release --locked --bin junction
+# Then Junction itself, over the stand-ins. COPY keeps the files' own modification times, which
+# can be older than the stand-ins' build: touching the crate roots makes cargo rebuild the crate.
+COPY src src
+COPY migrations migrations
+RUN touch src/lib.rs src/main.rs && cargo build --release --locked --bin junction
 
 FROM debian:bookworm-slim
 # The system's certificate authorities, for rediss:// (and Postgres sslmode=verify-*) to hosted services.
