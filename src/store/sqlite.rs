@@ -24,7 +24,10 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Arguments as _;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -58,6 +61,18 @@ pub struct SqliteStore {
 /// The writer connection, held for one write. A write that fails calls [`Writer::discard`].
 struct Writer<'a> {
     slot: MutexGuard<'a, Option<SqliteConnection>>,
+    /// Set while a transaction begun in SQL text may be open on the connection: if the write is
+    /// dropped halfway (its task cancelled), the connection is dropped too, which rolls back,
+    /// instead of going back to the slot inside that transaction.
+    in_transaction: bool,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if self.in_transaction {
+            self.slot.take();
+        }
+    }
 }
 
 impl Writer<'_> {
@@ -121,7 +136,7 @@ impl SqliteStore {
         if slot.is_none() {
             *slot = Some(SqliteConnection::connect_with(&self.writer_options).await?);
         }
-        Ok(Writer { slot })
+        Ok(Writer { slot, in_transaction: false })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -231,7 +246,11 @@ impl SqliteStore {
     /// `COMMIT` that SQLite did not confirm is undone by that.
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> Result<GroupOutcome, GroupFailed> {
         let mut writer = self.writer().await?;
+        writer.in_transaction = true;
         let result = commit_group_on(writer.conn(), group).await;
+        // Committed or rolled back: either way no transaction is left open (a failure is
+        // handled by `checked`, which closes the connection).
+        writer.in_transaction = false;
         Ok(writer.checked(result).await?)
     }
 
@@ -332,49 +351,102 @@ async fn register_store(conn: &mut SqliteConnection, key: &StoreKey) -> StoreRes
     Ok(StoreId(id))
 }
 
+/// One group commit in two round trips to SQLite's worker thread: `BEGIN IMMEDIATE` with the
+/// reads, then every write with the `COMMIT`. sqlx runs each SQLite connection on a thread of
+/// its own, and a round trip there costs two thread wake-ups; a group used to take seven
+/// (begin, heads, change-log head, events, changes, store heads, commit), and those wake-ups,
+/// not SQLite, were most of a small write's time. The transaction is SQL text rather than
+/// sqlx's `Transaction`, so [`SqliteStore::commit_group`] closes the connection if this fails or
+/// is cancelled halfway: closing rolls back whatever was begun.
 async fn commit_group_on(conn: &mut SqliteConnection, group: &[&AppendRequest]) -> StoreResult<GroupOutcome> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut heads = HashMap::new();
     let ids = stores_in_lock_order(group);
+    // The change-log head rides along as a row with id -1.
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!("SELECT id, head, backend_id FROM stores WHERE id IN ({})", vec!["?"; chunk.len()].join(","));
-        let mut select = sqlx::query(&sql);
-        for id in chunk {
-            select = select.bind(id.0);
-        }
-        for row in select.fetch_all(&mut *tx).await? {
+        sql.push_str(&format!(
+            "SELECT id, head, backend_id FROM stores WHERE id IN ({});\n",
+            vec!["?"; chunk.len()].join(",")
+        ));
+    }
+    sql.push_str("SELECT -1 AS id, position AS head, '' AS backend_id FROM change_log_head WHERE id = 1");
+    let mut read = sqlx::query(&sql);
+    for id in &ids {
+        read = read.bind(id.0);
+    }
+    let mut heads = HashMap::new();
+    let mut change_log_head = None;
+    for row in read.fetch_all(&mut *conn).await? {
+        let id: i64 = row.try_get("id")?;
+        if id == -1 {
+            change_log_head = Some(row.try_get::<i64, _>("head")? as u64);
+        } else {
             let (id, head) = locked_head(&row)?;
             heads.insert(id, head);
         }
     }
+    let change_log_head = change_log_head.ok_or(sqlx::Error::RowNotFound)?;
     if heads.len() != ids.len() {
         return Err(sqlx::Error::RowNotFound);
     }
     let decision = decide(group, &heads);
     let accepted = decision.accepted();
     if accepted == 0 {
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
         return Ok(materialize(decision, &heads, 0, ""));
     }
-    let last: i64 =
-        sqlx::query_scalar("UPDATE change_log_head SET position = position + ? WHERE id = 1 RETURNING position")
-            .bind(accepted as i64)
-            .fetch_one(&mut *tx)
-            .await?;
     let store_updates = decision.store_updates.clone();
     let created_at = now_rfc3339();
-    let outcome = materialize(decision, &heads, last as u64 - accepted + 1, &created_at);
+    let outcome = materialize(decision, &heads, change_log_head + 1, &created_at);
     let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
-    insert_batches(&mut tx, &batches, &created_at).await?;
-    for (id, head, added) in store_updates {
-        sqlx::query("UPDATE stores SET head = ?, event_count = event_count + ? WHERE id = ?")
-            .bind(to_i64(head))
-            .bind(added as i64)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
+    let mut write = WriteStatements::default();
+    let args = write.push("UPDATE change_log_head SET position = ? WHERE id = 1");
+    bind(args, (change_log_head + accepted) as i64);
+    write_batches(&mut write, &batches, &created_at);
+    for updates in store_updates.chunks(ROWS_PER_STATEMENT) {
+        let args = write.push(&format!(
+            // SQLite names the columns of a VALUES list column1, column2, …: (id, head, added).
+            "UPDATE stores SET head = updated.column2, event_count = stores.event_count + updated.column3 \
+             FROM (VALUES {}) AS updated WHERE stores.id = updated.column1",
+            placeholders(updates.len(), 3)
+        ));
+        for (id, head, added) in updates {
+            bind(args, id.0);
+            bind(args, to_i64(*head));
+            bind(args, *added as i64);
+        }
     }
-    tx.commit().await?;
+    write.sql.push_str("COMMIT");
+    write.execute(conn).await?;
     Ok(outcome)
+}
+
+/// Statements sent to SQLite as one multi-statement query: sqlx binds each statement's `?`s in
+/// turn from the one argument list.
+#[derive(Default)]
+struct WriteStatements<'q> {
+    sql: String,
+    args: SqliteArguments<'q>,
+}
+
+impl<'q> WriteStatements<'q> {
+    /// Appends `statement`; returns the argument list for its values, in order.
+    fn push(&mut self, statement: &str) -> &mut SqliteArguments<'q> {
+        self.sql.push_str(statement);
+        self.sql.push_str(";\n");
+        &mut self.args
+    }
+
+    async fn execute(self, conn: &mut SqliteConnection) -> StoreResult<()> {
+        sqlx::query_with(&self.sql, self.args).execute(conn).await.map(|_| ())
+    }
+}
+
+/// Adds a value to an argument list; encoding an integer or a string into one cannot fail.
+fn bind<'q, T: sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'q>(
+    args: &mut SqliteArguments<'q>,
+    value: T,
+) {
+    args.add(value).expect("SQLite arguments take integers and text");
 }
 
 async fn restore_on(
@@ -395,7 +467,10 @@ async fn restore_on(
             .fetch_one(&mut *tx)
             .await?;
     let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
-    insert_batches(&mut tx, &[&batch], &last.created_at).await?;
+    let batches = [&batch];
+    let mut write = WriteStatements::default();
+    write_batches(&mut write, &batches, &last.created_at);
+    write.execute(&mut tx).await?;
     sqlx::query("UPDATE stores SET head = ?, event_count = ?, backend_id = ? WHERE id = ?")
         .bind(to_i64(last.seq))
         .bind(events.len() as i64)
@@ -437,50 +512,44 @@ async fn save_snapshot_on(conn: &mut SqliteConnection, id: StoreId, snapshot: &S
     .map(|_| ())
 }
 
-/// Writes committed batches and their change-log rows with multi-row statements: the cost of a
-/// group is a few statements, whatever the number of stores or events.
-async fn insert_batches(tx: &mut SqliteConnection, batches: &[&CommittedBatch], created_at: &str) -> StoreResult<()> {
-    let rows: Vec<(StoreId, &Event)> =
+/// The statements that write committed batches and their change-log rows: multi-row
+/// statements, so the cost of a group is a few statements whatever the number of stores or
+/// events.
+fn write_batches<'q>(write: &mut WriteStatements<'q>, batches: &[&'q CommittedBatch], created_at: &'q str) {
+    let rows: Vec<(StoreId, &'q Event)> =
         batches.iter().flat_map(|batch| batch.events.iter().map(|event| (batch.store, event))).collect();
     for rows in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
+        let args = write.push(&format!(
             "INSERT INTO events (store_id, seq, parent_seq, name, args, client_id, session_id, created_at, change_pos) \
              VALUES {}",
             placeholders(rows.len(), 9)
-        );
-        let mut insert = sqlx::query(&sql);
+        ));
         for (store, event) in rows {
-            insert = insert
-                .bind(store.0)
-                .bind(to_i64(event.seq))
-                .bind(to_i64(event.parent_seq))
-                .bind(&event.body.name)
-                .bind(event.body.args.get())
-                .bind(&event.body.client_id)
-                .bind(&event.body.session_id)
-                .bind(&event.created_at)
-                .bind(event.change_pos.0 as i64);
+            bind(args, store.0);
+            bind(args, to_i64(event.seq));
+            bind(args, to_i64(event.parent_seq));
+            bind(args, event.body.name.as_str());
+            bind(args, event.body.args.get());
+            bind(args, event.body.client_id.as_str());
+            bind(args, event.body.session_id.as_str());
+            bind(args, event.created_at.as_str());
+            bind(args, event.change_pos.0 as i64);
         }
-        insert.execute(&mut *tx).await?;
     }
     for rows in batches.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
+        let args = write.push(&format!(
             "INSERT INTO changes (position, store_id, first_seq, last_seq, event_count, created_at) VALUES {}",
             placeholders(rows.len(), 6)
-        );
-        let mut insert = sqlx::query(&sql);
+        ));
         for batch in rows {
-            insert = insert
-                .bind(batch.change_pos().0 as i64)
-                .bind(batch.store.0)
-                .bind(to_i64(batch.events[0].seq))
-                .bind(to_i64(batch.last_seq()))
-                .bind(batch.events.len() as i64)
-                .bind(created_at);
+            bind(args, batch.change_pos().0 as i64);
+            bind(args, batch.store.0);
+            bind(args, to_i64(batch.events[0].seq));
+            bind(args, to_i64(batch.last_seq()));
+            bind(args, batch.events.len() as i64);
+            bind(args, created_at);
         }
-        insert.execute(&mut *tx).await?;
     }
-    Ok(())
 }
 
 /// Moves the events of every `eventlog_<id>` table (the layout before the `events` table) into
