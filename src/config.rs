@@ -571,6 +571,20 @@ impl Config {
                 return invalid(key, "collides with one of Junction's own endpoints");
             }
         }
+        // Pocket's HTTP routes stay at the root: another protocol's endpoint there would never
+        // be reached (a LiveStore 0.4 HTTP request to /sync got Pocket's PARSE_ERROR).
+        if self.protocols.pocket.enabled {
+            for (key, enabled, path) in &paths[..3] {
+                if *enabled && POCKET_HTTP_ROUTES.contains(&path.as_str()) {
+                    return invalid(
+                        key,
+                        &format!(
+                            "collides with Pocket's HTTP route {path}; move it or set protocols.pocket.enabled = false"
+                        ),
+                    );
+                }
+            }
+        }
         for (i, (key, a_enabled, a)) in paths.iter().enumerate() {
             for (_, b_enabled, b) in &paths[i + 1..] {
                 if *a_enabled && *b_enabled && a == b {
@@ -590,15 +604,12 @@ impl Config {
                 return invalid(key, "must be an application close code (4000 to 4999)");
             }
         }
-        let strategy_names = crate::protocols::pocket::ConflictStrategy::NAMES.join(", ");
-        if crate::protocols::pocket::ConflictStrategy::from_name(&pocket.conflict_strategy).is_none() {
+        let strategy_names = POCKET_CONFLICT_STRATEGIES.join(", ");
+        let known = |name: &String| POCKET_CONFLICT_STRATEGIES.contains(&name.as_str());
+        if !known(&pocket.conflict_strategy) {
             return invalid("protocols.pocket.conflict_strategy", &format!("must be one of {strategy_names}"));
         }
-        if let Some((collection, _)) = pocket
-            .conflict_strategies
-            .iter()
-            .find(|(_, name)| crate::protocols::pocket::ConflictStrategy::from_name(name).is_none())
-        {
+        if let Some((collection, _)) = pocket.conflict_strategies.iter().find(|(_, name)| !known(name)) {
             let reason = format!("{collection:?} must map to one of {strategy_names}");
             return invalid("protocols.pocket.conflict_strategies", &reason);
         }
@@ -698,6 +709,14 @@ fn describe_figment_error(error: &figment::Error) -> String {
 /// apart by their query.
 const RESERVED_PATHS: &[&str] = &["/health", "/health/ready", "/metrics"];
 
+/// Pocket's conflict strategies by their configuration names (the protocol module parses them;
+/// a test there keeps the two lists the same).
+pub const POCKET_CONFLICT_STRATEGIES: &[&str] = &["server-wins", "client-wins", "last-write-wins", "merge"];
+
+/// Pocket's HTTP routes, served at the root whatever `protocols.pocket.path` is: its client
+/// resolves them against the server's origin.
+pub const POCKET_HTTP_ROUTES: &[&str] = &["/sync", "/sync/push", "/sync/pull"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,6 +787,12 @@ mod tests {
         assert!(err.contains("protocols.pocket.conflict_strategies") && err.contains("notes-*"), "{err}");
         let err = with_toml("[protocols.pocket]\nauth_failed_close_code = 1000\n").unwrap_err().to_string();
         assert!(err.contains("protocols.pocket.auth_failed_close_code"), "{err}");
+        let err = with_toml("[protocols.livestore]\nrpc_path = \"/sync\"\n[protocols.pocket]\npath = \"/pocket\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protocols.livestore.rpc_path") && err.contains("Pocket's HTTP route"), "{err}");
+        let pocket_off = "[protocols.livestore]\nrpc_path = \"/sync\"\n[protocols.pocket]\nenabled = false\n";
+        assert_eq!(with_toml(pocket_off).unwrap().protocols.livestore.rpc_path, "/sync");
         let ok = with_toml("[protocols.pocket.conflict_strategies]\nsettings = \"server-wins\"\n").unwrap();
         assert_eq!(ok.protocols.pocket.conflict_strategies["settings"], "server-wins");
     }

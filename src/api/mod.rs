@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -259,6 +259,12 @@ async fn reset_store(
     Ok(axum::Json(store_json(&info)).into_response())
 }
 
+/// A live stream with `X-Accel-Buffering: no`: nginx (and proxies that follow it) then pass each
+/// event on as it comes instead of holding them back in lumps, without `proxy_buffering off`.
+fn unbuffered(stream: impl IntoResponse) -> impl IntoResponse {
+    ([(header::HeaderName::from_static("x-accel-buffering"), "no")], stream)
+}
+
 /// The change log as it grows, for operators. It is read from storage on a short interval
 /// rather than from the fan-out: the change log is the one place that orders every instance's
 /// commits, and an admin feed can afford a quarter second.
@@ -267,7 +273,7 @@ async fn live_changes(
     State(state): State<AppState>,
     Query(query): Query<LiveQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     caller.admin_only()?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let after = ChangePos(query.after.or(resume).unwrap_or(0));
@@ -301,7 +307,7 @@ async fn live_changes(
     .take_until(state.shutdown.clone().cancelled_owned());
     let deadline = crate::protocols::socket::token_deadline(caller.expires());
     let changes = changes.take_until(Box::pin(crate::protocols::socket::expired(deadline)));
-    Ok(Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(unbuffered(Sse::new(changes).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))))
 }
 
 /// How often a live stream of a store that does not exist yet looks for it.
@@ -324,7 +330,7 @@ async fn live_events(
     Path(store): Path<String>,
     Query(query): Query<LiveQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let key = parse_store(&store)?;
     caller.may_read(&key)?;
     // An EventSource that reconnects sends the id of the last event it got.
@@ -378,5 +384,5 @@ async fn live_events(
         crate::protocols::socket::expired(deadline).await;
         metrics.auth_expired("api");
     }));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(unbuffered(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))))
 }

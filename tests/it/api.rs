@@ -56,6 +56,8 @@ async fn every_endpoint_needs_credentials_and_client_tokens_read_only_their_stor
     assert_eq!(as_user("/v1/stores/livestore:team-a-notes/events").await.unwrap().status(), 200);
     let live = as_user("/v1/stores/livestore:team-a-todos/events/live").await.unwrap();
     assert_eq!(live.status(), 200);
+    // nginx passes each event on as it comes without being told to in its own configuration.
+    assert_eq!(live.headers()["x-accel-buffering"], "no");
     drop(live);
     for path in
         ["/v1/stores/livestore:team-b-notes/events", "/v1/stores/livestore:team-b-notes/events/live", "/v1/changes"]

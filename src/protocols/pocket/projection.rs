@@ -52,8 +52,6 @@ pub enum ConflictStrategy {
 }
 
 impl ConflictStrategy {
-    pub const NAMES: &'static [&'static str] = &["server-wins", "client-wins", "last-write-wins", "merge"];
-
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "server-wins" => Some(Self::ServerWins),
@@ -407,6 +405,14 @@ mod tests {
 
     use super::*;
     use crate::protocols::pocket::change::decode_change;
+
+    /// The configuration checks names against its own list: each must parse here.
+    #[test]
+    fn every_configurable_strategy_name_parses() {
+        for name in crate::config::POCKET_CONFLICT_STRATEGIES {
+            assert!(ConflictStrategy::from_name(name).is_some(), "{name}");
+        }
+    }
 
     fn change(value: Value) -> ChangeEvent {
         let raw = serde_json::value::to_raw_value(&value).unwrap();
