@@ -26,10 +26,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,14 +113,24 @@ async fn serve_connection(
 ) {
     let connection = Arc::new(connection);
     let activity = Activity::new();
-    let io = TokioIo::new(Watched { inner: tcp, activity: activity.clone() });
+    let io = TokioIo::new(Watched {
+        inner: Some(tcp),
+        activity: activity.clone(),
+        finished: false,
+        connection: connection.clone(),
+    });
     let service = {
         let connection = connection.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let serving = RequestInFlight::start(connection.clone());
             let app = app.clone();
             async move {
-                let response = app.oneshot(request.map(Body::new)).await.unwrap_or_else(|never| match never {});
+                let mut response = app.oneshot(request.map(Body::new)).await.unwrap_or_else(|never| match never {});
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    // The body was refused unread, so this connection cannot carry another
+                    // request: say so, or the client's pool sends its next one into the close.
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 // The connection stays busy until the body is sent (an SSE stream for hours).
                 Ok::<Response, Infallible>(response.map(|body| Body::new(BusyUntilSent { body, _serving: serving })))
             }
@@ -182,15 +193,55 @@ impl Activity {
 
 /// A socket that records when bytes move through it.
 struct Watched {
-    inner: StallGuard<TcpStream>,
+    /// Taken by `Drop` to linger; always there before.
+    inner: Option<StallGuard<TcpStream>>,
     activity: Activity,
+    /// Hyper shut the write side down: the last response is out and the connection ends.
+    finished: bool,
+    /// Keeps the connection counted while it lingers.
+    connection: Arc<HttpConnection>,
+}
+
+impl Watched {
+    fn inner(&mut self) -> Pin<&mut StallGuard<TcpStream>> {
+        Pin::new(self.inner.as_mut().expect("taken only on drop"))
+    }
+}
+
+/// How long, and for how many bytes, a finished connection keeps reading what the client still
+/// sends. Closing a socket with unread bytes makes the kernel send a reset, which can destroy
+/// the response before the client reads it: a client posting a body over the limit got "broken
+/// pipe" instead of the 413. Reading on for a moment lets the response arrive, as nginx's
+/// lingering close does.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let (Some(stream), true) = (self.inner.take(), self.finished) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let connection = self.connection.clone();
+        runtime.spawn(async move {
+            let _counted = connection;
+            let mut stream = stream;
+            let deadline = tokio::time::Instant::now() + LINGER_TIME;
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut discarded = 0;
+            while discarded < LINGER_BYTES {
+                match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+                    Ok(Ok(read)) if read > 0 => discarded += read,
+                    _ => break,
+                }
+            }
+        });
+    }
 }
 
 impl AsyncRead for Watched {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let result = this.inner().poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.touch();
         }
@@ -201,7 +252,7 @@ impl AsyncRead for Watched {
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        let result = this.inner().poll_write(cx, data);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -214,7 +265,7 @@ impl AsyncWrite for Watched {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let result = this.inner().poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -222,15 +273,20 @@ impl AsyncWrite for Watched {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|inner| inner.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        self.get_mut().inner().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let result = this.inner().poll_shutdown(cx);
+        if result.is_ready() {
+            this.finished = true;
+        }
+        result
     }
 }
 

@@ -110,3 +110,22 @@ async fn connections_are_admitted_up_to_the_limit_and_counted() {
     assert!(state.admit(Protocol::LiveStore).is_ok());
     assert!(state.metrics.render().contains(r#"junction_connections{protocol="synckit"} 0"#));
 }
+
+/// A client that posts a body over `limits.max_frame_bytes` gets the 413, every time. The server
+/// answers before reading the body and ends the connection; closing a socket with the rest of
+/// the body unread made the kernel send a reset, which often destroyed the 413 before the
+/// client read it ("broken pipe"). The connection now reads on for a moment before it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_its_413_not_a_broken_pipe() {
+    let db = TestDatabase::new(Kind::Sqlite).await;
+    let mut config = test_config(&db);
+    config.limits.max_frame_bytes = 64 * 1024;
+    let app = spawn_app_with(config, db).await;
+    let http = reqwest::Client::new();
+    for attempt in 0..20 {
+        let response = http.post(app.url("/sync/push")).body(vec![b' '; 4 * 1024 * 1024]).send().await;
+        let response = response.unwrap_or_else(|e| panic!("attempt {attempt}: no answer but {e:?}"));
+        assert_eq!(response.status(), 413, "attempt {attempt}");
+    }
+    app.stop().await;
+}

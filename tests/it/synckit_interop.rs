@@ -81,6 +81,10 @@ async fn real_sdk_clients_with_tokens() {
     let mut config = test_config(&db);
     config.auth.jwt_secret = SECRET.into();
     config.protocols.synckit.allow_anonymous = false;
+    // The unauthenticated client's refusals take the SDK's own 10 s timeouts; the server's
+    // auth deadline (also 10 s by default, tested in synckit.rs) must not race them and turn
+    // the last "Not authenticated" into "Authentication required".
+    config.limits.auth_deadline_secs = 120;
     let app = spawn_app_with(config, db).await;
     let all = token("interop-writer", &["*"], &["*"]);
     let read_only = token("interop-reader", &["*"], &[]);
