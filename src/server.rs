@@ -101,6 +101,7 @@ impl Server {
         let tokens = TokenVerifier::from_config(&config.auth, metrics.clone())?;
         tokens.prefetch_keys().await;
         let backend = connect_store(&config).await?;
+        log_durability(&config, &backend).await?;
         let hub = Hub::new(config.limits.subscriber_queue, config.limits.subscriber_queue_bytes, metrics.clone());
         let redis = if config.redis.url.is_empty() {
             None
@@ -158,7 +159,7 @@ impl Server {
             tracing::warn!(
                 protocols = ?locked,
                 "NOBODY CAN CONNECT to these protocols: anonymous access is off and there is no way to \
-                 authenticate. Set auth.jwt_secret or auth.jwt_public_key (or protocols.livestore.tokens), \
+                 authenticate. Set auth.jwt_secret, auth.jwt_public_key or auth.jwks_url (or protocols.livestore.tokens), \
                  or allow_anonymous = true."
             );
         }
@@ -222,6 +223,11 @@ async fn connect_store(config: &Config) -> anyhow::Result<Backend> {
             pending.join(", ")
         );
     }
+    Ok(backend)
+}
+
+/// Says at start what an acknowledgement promises, in the database's own words.
+async fn log_durability(config: &Config, backend: &Backend) -> anyhow::Result<()> {
     let setting = backend.durability_setting().await.context("reading the store's durability setting")?;
     match config.store.durability {
         Durability::Fsync => tracing::info!(durability = "fsync", %setting, "acknowledged writes are on disk"),
@@ -231,7 +237,7 @@ async fn connect_store(config: &Config) -> anyhow::Result<Backend> {
             "acknowledged writes survive a crash of junction, not a power loss (store.durability)"
         ),
     }
-    Ok(backend)
+    Ok(())
 }
 
 fn log_options(config: &Config) -> LogOptions {

@@ -61,7 +61,7 @@ pub enum ApiError {
     #[error("missing or invalid credentials")]
     Unauthorized,
     #[error(
-        "no credentials can be checked: set auth.admin_secret (and auth.jwt_secret or auth.jwt_public_key for client tokens)"
+        "no credentials can be checked: set auth.admin_secret (and auth.jwt_secret, auth.jwt_public_key or auth.jwks_url for client tokens)"
     )]
     NotConfigured,
     #[error("{0}")]

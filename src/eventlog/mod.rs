@@ -318,6 +318,10 @@ impl EventLog {
         let info = self.inner.backend.info(id).await?;
         let head = events.last().map_or(SeqNum::ROOT, |e| e.seq);
         let empty = info.head == SeqNum::ROOT && info.event_count == 0;
+        if empty && events.is_empty() && backend_id.is_none_or(|b| b == info.backend_id) {
+            // An empty store imported again, or onto its own copy: nothing to write.
+            return Ok(RestoreOutcome::Unchanged);
+        }
         if !empty {
             let same_id = backend_id.is_none_or(|b| b == info.backend_id);
             let difference = if !same_id {

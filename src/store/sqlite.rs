@@ -461,7 +461,16 @@ async fn restore_on(
     if head != 0 || count != 0 {
         return Ok(Restored::NotEmpty);
     }
-    let Some(last) = events.last() else { return Ok(Restored::Done) };
+    let Some(last) = events.last() else {
+        // An empty store still carries its backend id over.
+        sqlx::query("UPDATE stores SET backend_id = ? WHERE id = ?")
+            .bind(backend_id)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Restored::Done);
+    };
     let position: i64 =
         sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
             .fetch_one(&mut *tx)

@@ -157,3 +157,26 @@ async fn the_commands_export_and_import_files() {
     let missing = junction(&source_db).args(["export", "--store", "pocket:nope"]).output().unwrap();
     assert!(!missing.status.success());
 }
+
+/// A store that holds no event (a LiveStore store connected to but never written) keeps its
+/// backend id through export and import, and importing it again changes nothing: it used to get a
+/// new backend id, and to count as imported on every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_keeps_its_backend_id_and_is_imported_once() {
+    let source = spawn_app(Kind::Sqlite).await;
+    let empty = StoreKey::new(Protocol::LiveStore, "connected-never-written").unwrap();
+    source.log.store_id(&empty).await.unwrap();
+    let original = source.log.info(&empty).await.unwrap().backend_id;
+    let mut export = Vec::new();
+    backup::export(&source.log, &[], &mut export).await.unwrap();
+    for kind in [Kind::Sqlite, Kind::Postgres] {
+        let target = spawn_app(kind).await;
+        let first = backup::import(&target.log, &export[..], false).await.unwrap();
+        assert_eq!((first.stores, first.unchanged), (1, 0), "{kind:?}");
+        assert_eq!(target.log.info(&empty).await.unwrap().backend_id, original, "{kind:?}");
+        let again = backup::import(&target.log, &export[..], false).await.unwrap();
+        assert_eq!((again.stores, again.unchanged), (0, 1), "{kind:?}");
+        target.stop().await;
+    }
+    source.stop().await;
+}

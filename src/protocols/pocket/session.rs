@@ -72,7 +72,9 @@ pub async fn authenticate(state: &AppState, token: Option<&str>) -> Result<Ident
         return Ok(Identity { user: None, grant: Grant::Anonymous });
     }
     Err(match token {
-        Some(_) => "no token verification key is configured (auth.jwt_secret or auth.jwt_public_key)".into(),
+        Some(_) => {
+            "no token verification key is configured (auth.jwt_secret, auth.jwt_public_key or auth.jwks_url)".into()
+        }
         None => "a token is required".into(),
     })
 }
