@@ -45,7 +45,7 @@ pub struct StoreConfig {
     pub url: String,
     /// Apply the embedded migrations at start (`junction migrate` applies them on demand).
     pub migrate_on_start: bool,
-    /// Connections in the database pool.
+    /// Connections in the database pool (on Postgres, the committer holds one more of its own).
     pub max_connections: u32,
     /// Most append requests committed together in one transaction (group commit).
     pub commit_max_requests: usize,

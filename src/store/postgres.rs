@@ -1,11 +1,16 @@
 //! Postgres backend, for production and for several instances sharing one database.
 //!
-//! A commit group is one transaction of four round trips whatever its size: `BEGIN`; lock the
-//! group's store rows (`FOR UPDATE`, in id order) and read their heads; one statement that takes
-//! the change-log positions, inserts every event of every store (all stores share the `events`
-//! table, keyed by `(store_id, seq)`) and the change-log rows, and moves the heads; `COMMIT`.
-//! The row locks serialize appends to one store across processes; stores not in the group are
-//! untouched.
+//! A commit group is one transaction of three round trips whatever its size: `BEGIN` with the
+//! lock of the group's store rows (`FOR UPDATE`, in id order) and the read of their heads; one
+//! statement that takes the change-log positions, inserts every event of every store (all stores
+//! share the `events` table, keyed by `(store_id, seq)`) and the change-log rows, and moves the
+//! heads; `COMMIT`. The row locks serialize appends to one store across processes; stores not in
+//! the group are untouched.
+//!
+//! The committer has a connection of its own, outside the pool: a pooled connection costs a
+//! ping (one more round trip) every time it is taken, and the committer takes one for every
+//! group. A commit that fails closes that connection, which rolls back whatever it held; the
+//! next group connects anew.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +19,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, Row};
+use tokio::sync::{Mutex, MutexGuard};
 
 use super::{
     AppendRequest, ConnectError, GroupFailed, GroupOutcome, Restored, Snapshot, StoreResult, change_from_row,
@@ -29,8 +35,28 @@ use crate::eventlog::{
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The committer's connection; `None` after a failed commit, until the next group.
+    committer: Mutex<Option<PgConnection>>,
+    options: PgConnectOptions,
+    timeout: Duration,
     /// `host:port/database`, for the log.
     location: String,
+}
+
+/// The committer's connection, held for one group. If the group's future is dropped halfway (or
+/// fails), the connection is dropped with it, which ends its transaction, instead of going back
+/// to the slot inside it.
+struct CommitterConnection<'a> {
+    slot: MutexGuard<'a, Option<PgConnection>>,
+    done: bool,
+}
+
+impl Drop for CommitterConnection<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.take();
+        }
+    }
 }
 
 impl PostgresStore {
@@ -49,20 +75,20 @@ impl PostgresStore {
             place: format!("{}:{}", options.get_host(), options.get_port()),
             reason,
         };
-        match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
-            Ok(Ok(first)) => first.close().await?,
+        let first = match tokio::time::timeout(timeout, PgConnection::connect_with(&options)).await {
+            Ok(Ok(first)) => first,
             Ok(Err(sqlx::Error::Io(error))) => return Err(unreachable(error.to_string())),
             Ok(Err(other)) => return Err(other.into()),
             Err(_) => return Err(unreachable(format!("no answer within {} ms", config.timeout_ms))),
-        }
+        };
         let location =
             format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(PostgresStore { pool, location })
+        Ok(PostgresStore { pool, committer: Mutex::new(Some(first)), options, timeout, location })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
@@ -173,41 +199,33 @@ impl PostgresStore {
     }
 
     pub async fn commit_group(&self, group: &[&AppendRequest]) -> Result<GroupOutcome, GroupFailed> {
-        let mut tx = self.pool.begin().await?;
-        let ids: Vec<i64> = stores_in_lock_order(group).iter().map(|id| id.0).collect();
-        let rows = sqlx::query("SELECT id, head, backend_id FROM stores WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut heads = HashMap::new();
-        for row in rows {
-            let (id, head) = locked_head(&row)?;
-            heads.insert(id, head);
+        let mut committer = CommitterConnection { slot: self.committer.lock().await, done: false };
+        for attempt in 0..2 {
+            if committer.slot.is_none() {
+                let connect = PgConnection::connect_with(&self.options);
+                let connected =
+                    tokio::time::timeout(self.timeout, connect).await.map_err(|_| sqlx::Error::PoolTimedOut);
+                *committer.slot = Some(connected??);
+            }
+            let conn = committer.slot.as_mut().expect("connected above");
+            match commit_group_on(conn, group).await {
+                Ok(outcome) => {
+                    committer.done = true;
+                    return Ok(outcome);
+                }
+                // The first round trip never reached a live server (the connection died while
+                // idle, e.g. Postgres restarted): nothing was begun, so try once more on a new
+                // connection, as the pool's ping would have.
+                Err(Failed::Connection(_)) if attempt == 0 => {
+                    committer.slot.take();
+                }
+                Err(Failed::Connection(error) | Failed::Group(GroupFailed::RolledBack(error))) => {
+                    return Err(GroupFailed::RolledBack(error));
+                }
+                Err(Failed::Group(failed)) => return Err(failed),
+            }
         }
-        if heads.len() != ids.len() {
-            return Err(sqlx::Error::RowNotFound.into());
-        }
-        let decision = decide(group, &heads);
-        let accepted = decision.accepted();
-        if accepted == 0 {
-            return Ok(materialize(decision, &heads, 0, ""));
-        }
-        let store_updates = decision.store_updates.clone();
-        // Numbered from 1 here; the statement that takes the change-log positions says where
-        // they really start.
-        let mut outcome = materialize(decision, &heads, 1, &now_rfc3339());
-        let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
-        let before = write_batches(&mut tx, &batches, &store_updates).await?;
-        tx.commit().await.map_err(|error| match error {
-            // The server answered: it refused the commit and rolled the transaction back.
-            sqlx::Error::Database(_) => GroupFailed::RolledBack(error),
-            // No answer (the connection or the server went away): it may have committed.
-            other => GroupFailed::OutcomeUnknown(other),
-        })?;
-        for batch in outcome.iter_mut().flatten() {
-            shift_positions(batch, before);
-        }
-        Ok(outcome)
+        unreachable!("the second attempt returns")
     }
 
     pub async fn restore(&self, id: StoreId, backend_id: &str, events: &[Event]) -> StoreResult<Restored> {
@@ -316,6 +334,9 @@ impl PostgresStore {
     }
 
     pub async fn close(&self) {
+        if let Some(committer) = self.committer.lock().await.take() {
+            let _ = committer.close().await;
+        }
         self.pool.close().await;
     }
 }
@@ -328,8 +349,75 @@ impl PostgresStore {
 ///
 /// The stores' rows are already locked (the group's `SELECT … FOR UPDATE`); the change-log head
 /// is locked here, last, and held to commit (see migrations/postgres, `change_log_head`).
+/// How a group failed: before anything reached the server, or after.
+enum Failed {
+    Connection(sqlx::Error),
+    Group(GroupFailed),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Failed {
+        Failed::Group(GroupFailed::RolledBack(error))
+    }
+}
+
+async fn commit_group_on(conn: &mut PgConnection, group: &[&AppendRequest]) -> Result<GroupOutcome, Failed> {
+    let ids = stores_in_lock_order(group);
+    // Ids are integers from the database, written into the text; the simple-query protocol takes
+    // `BEGIN` and the locking read in one round trip.
+    let list = ids.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",");
+    let lock = format!("BEGIN; SELECT id, head, backend_id FROM stores WHERE id IN ({list}) ORDER BY id FOR UPDATE");
+    let rows = match simple_query(conn, &lock).await {
+        Ok(rows) => rows,
+        Err(error @ (sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) => return Err(Failed::Connection(error)),
+        Err(error) => return Err(error.into()),
+    };
+    let mut heads = HashMap::new();
+    for row in rows {
+        let (id, head) = locked_head(&row)?;
+        heads.insert(id, head);
+    }
+    if heads.len() != ids.len() {
+        return Err(sqlx::Error::RowNotFound.into());
+    }
+    let decision = decide(group, &heads);
+    let accepted = decision.accepted();
+    if accepted == 0 {
+        simple_query(conn, "ROLLBACK").await?;
+        return Ok(materialize(decision, &heads, 0, ""));
+    }
+    let store_updates = decision.store_updates.clone();
+    // Numbered from 1 here; the statement that takes the change-log positions says where
+    // they really start.
+    let mut outcome = materialize(decision, &heads, 1, &now_rfc3339());
+    let batches: Vec<&CommittedBatch> = outcome.iter().flatten().collect();
+    let before = write_batches(&mut *conn, &batches, &store_updates).await?;
+    simple_query(conn, "COMMIT").await.map_err(|error| {
+        Failed::Group(match error {
+            // The server answered: it refused the commit and rolled the transaction back.
+            sqlx::Error::Database(_) => GroupFailed::RolledBack(error),
+            // No answer (the connection or the server went away): it may have committed.
+            other => GroupFailed::OutcomeUnknown(other),
+        })
+    })?;
+    for batch in outcome.iter_mut().flatten() {
+        shift_positions(batch, before);
+    }
+    Ok(outcome)
+}
+
+/// Runs `sql` with the simple-query protocol (several statements, no parameters). Through the
+/// `Executor` trait, whose boxed future is `Send`: for `raw_sql(…).fetch_all(…)` the compiler
+/// cannot prove that for every lifetime, and the committer's task must be `Send`.
+fn simple_query<'c>(
+    conn: &'c mut PgConnection,
+    sql: &'c str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>> + Send + 'c>> {
+    sqlx::Executor::fetch_all(conn, sqlx::raw_sql(sql))
+}
+
 async fn write_batches(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     batches: &[&CommittedBatch],
     updates: &[(StoreId, SeqNum, u64)],
 ) -> StoreResult<u64> {
@@ -381,7 +469,7 @@ async fn write_batches(
     .bind(updates.iter().map(|(id, _, _)| id.0).collect::<Vec<i64>>())
     .bind(updates.iter().map(|(_, head, _)| to_i64(*head)).collect::<Vec<i64>>())
     .bind(updates.iter().map(|(_, _, added)| *added as i64).collect::<Vec<i64>>())
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(before as u64)
 }

@@ -701,3 +701,24 @@ async fn kill_9_under_process_durability_loses_nothing_acknowledged(kind: Kind) 
     }
     again.stop().await;
 }
+
+/// The committer keeps a connection of its own (a pooled one costs a ping per group). When
+/// that connection dies while idle (Postgres restarted, a proxy or a firewall dropped it), the
+/// next write must not fail for it: nothing was begun on the dead connection, so the group is
+/// tried once more on a new one, as the pool's ping would have done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committer_connection_that_died_while_idle_costs_no_write() {
+    let db = TestDatabase::new(Kind::Postgres).await;
+    let mut proxy = DatabaseProxy::start(&host_and_port(&db.url)).await;
+    let mut config = test_config(&db);
+    config.store.url = proxy.url(&db.url);
+    let app = spawn_app_with(config, db.clone()).await;
+    let mut writer = Writer::connect(&app, "livestore-0.3").await;
+    assert!(writer.write("w1").await);
+    // Every connection to Postgres is reset; Postgres is reachable again at once.
+    proxy.down().await;
+    proxy.up().await;
+    assert!(writer.write("w2").await, "the first write after the connections died");
+    assert_eq!(stored_tags(&app, "livestore-0.3").await, BTreeSet::from(["w1".into(), "w2".into()]));
+    app.stop().await;
+}
