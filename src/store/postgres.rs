@@ -37,7 +37,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The committer's connection; `None` after a failed commit, until the next group.
     committer: Mutex<Option<PgConnection>>,
-    options: PgConnectOptions,
+    options: Box<PgConnectOptions>,
     timeout: Duration,
     /// `host:port/database`, for the log.
     location: String,
@@ -88,7 +88,7 @@ impl PostgresStore {
             .acquire_timeout(timeout)
             .connect_with(options.clone())
             .await?;
-        Ok(PostgresStore { pool, committer: Mutex::new(Some(first)), options, timeout, location })
+        Ok(PostgresStore { pool, committer: Mutex::new(Some(first)), options: Box::new(options), timeout, location })
     }
 
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
