@@ -50,6 +50,7 @@ pub mod http;
 pub mod import_d1;
 pub mod limits;
 pub mod metrics;
+pub mod open_files;
 pub mod protocols;
 pub mod server;
 pub mod stall;

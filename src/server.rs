@@ -163,6 +163,14 @@ impl Server {
                  or allow_anonymous = true."
             );
         }
+        if let Some(open_files) = crate::open_files::raise_to_hard_limit() {
+            let limits = &state.config.limits;
+            if let Some(warning) =
+                crate::open_files::shortfall(limits.max_connections, limits.max_http_connections, open_files)
+            {
+                tracing::warn!(open_files, "{warning}");
+            }
+        }
         tracing::info!(
             address = %listener.local_addr()?,
             store = state.log.backend_kind(),
