@@ -387,7 +387,7 @@ impl Default for LimitsConfig {
             ws_send_queue_bytes: 16 * 1024 * 1024,
             max_pulls_per_connection: 64,
             write_stall_timeout_secs: 30,
-            ws_read_buffer_bytes: 2 * 1024,
+            ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 8 * 1024,
             ws_max_write_buffer_bytes: 64 * 1024 * 1024,
         }
