@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures_util::SinkExt;
 use futures_util::stream::{SplitStream, StreamExt};
-use tokio::sync::{Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 
 use crate::config::LimitsConfig;
@@ -80,8 +80,111 @@ pub fn configure(upgrade: WebSocketUpgrade, limits: &LimitsConfig) -> WebSocketU
 /// Frames waiting for one socket. Cheap to clone; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct Outbox {
-    queue: mpsc::Sender<Message>,
+    queue: Sender,
     budget: Arc<SendBudget>,
+}
+
+/// The queue between an outbox and its writer: bounded in frames, and holding memory only while
+/// frames wait. A tokio channel allocates its first block of 32 slots (1.5 KB of `Message`s) when
+/// it is made, and every idle subscribed connection kept one; a `VecDeque` allocates on the first
+/// frame and the writer gives the room back when the queue empties.
+struct FrameQueue {
+    frames: std::sync::Mutex<std::collections::VecDeque<Message>>,
+    /// A permit per free slot: taken when a frame is queued, given back when the writer takes it.
+    room: Semaphore,
+    /// Wakes the writer: a frame was queued, or the last sender went away.
+    ready: tokio::sync::Notify,
+    senders: std::sync::atomic::AtomicUsize,
+}
+
+/// An outbox's handle on the queue; the writer sees the end when the last one is dropped.
+struct Sender(Arc<FrameQueue>);
+
+impl Clone for Sender {
+    fn clone(&self) -> Sender {
+        self.0.senders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Sender(self.0.clone())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+impl Sender {
+    fn push(&self, message: Message) {
+        self.0.frames.lock().expect("frames lock").push_back(message);
+        self.0.ready.notify_one();
+    }
+
+    /// Queues `message`, waiting for a free slot; `Err` when the writer is gone.
+    async fn send(&self, message: Message) -> Result<(), ()> {
+        let slot = self.0.room.acquire().await.map_err(|_| ())?;
+        slot.forget();
+        self.push(message);
+        Ok(())
+    }
+
+    fn try_send(&self, message: Message) -> Result<(), TryAcquireError> {
+        self.0.room.try_acquire()?.forget();
+        self.push(message);
+        Ok(())
+    }
+}
+
+/// Frame slots an emptied queue keeps (a `Message` is 40 bytes).
+const IDLE_FRAME_SLOTS: usize = 8;
+
+/// The writer's end of the queue. Dropping it tells waiting senders that the socket is gone.
+struct Receiver(Arc<FrameQueue>);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.0.room.close();
+    }
+}
+
+impl Receiver {
+    fn try_recv(&mut self) -> Option<Message> {
+        let mut frames = self.0.frames.lock().expect("frames lock");
+        let message = frames.pop_front()?;
+        if frames.is_empty() && frames.capacity() > IDLE_FRAME_SLOTS {
+            // What a burst grew is given back; a few slots stay, so that a socket receiving one
+            // frame at a time does not allocate for each.
+            *frames = std::collections::VecDeque::with_capacity(IDLE_FRAME_SLOTS);
+        }
+        drop(frames);
+        self.0.room.add_permits(1);
+        Some(message)
+    }
+
+    /// The next frame; `None` once every sender is gone and the queue is empty.
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Some(message) = self.try_recv() {
+                return Some(message);
+            }
+            if self.0.senders.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return None;
+            }
+            // A notification sent since the check above is kept for this wait.
+            self.0.ready.notified().await;
+        }
+    }
+}
+
+fn frame_queue(capacity: usize) -> (Sender, Receiver) {
+    let queue = Arc::new(FrameQueue {
+        frames: std::sync::Mutex::default(),
+        room: Semaphore::new(capacity),
+        ready: tokio::sync::Notify::new(),
+        senders: std::sync::atomic::AtomicUsize::new(1),
+    });
+    (Sender(queue.clone()), Receiver(queue))
 }
 
 /// The bytes one socket may have waiting: a permit per byte, taken when a frame is queued and
@@ -110,8 +213,8 @@ impl SendBudget {
 }
 
 impl Outbox {
-    fn new(capacity: usize, send_queue_bytes: usize) -> (Outbox, mpsc::Receiver<Message>) {
-        let (queue, queued) = mpsc::channel(capacity);
+    fn new(capacity: usize, send_queue_bytes: usize) -> (Outbox, Receiver) {
+        let (queue, queued) = frame_queue(capacity);
         (Outbox { queue, budget: Arc::new(SendBudget::new(send_queue_bytes)) }, queued)
     }
 
@@ -146,8 +249,8 @@ impl Outbox {
                 bytes.forget();
                 Offered::Queued
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Offered::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offered::Closed,
+            Err(TryAcquireError::NoPermits) => Offered::Full,
+            Err(TryAcquireError::Closed) => Offered::Closed,
         }
     }
 
@@ -190,7 +293,7 @@ pub fn split(
                 if sink.feed(message).await.is_err() || closing {
                     break 'writing;
                 }
-                next = queued.try_recv().ok();
+                next = queued.try_recv();
             }
             if sink.flush().await.is_err() {
                 break;
@@ -215,7 +318,7 @@ mod tests {
     }
 
     /// What the writer does once a frame is on the network.
-    fn written(outbox: &Outbox, queued: &mut mpsc::Receiver<Message>) {
+    fn written(outbox: &Outbox, queued: &mut Receiver) {
         let message = queued.try_recv().expect("a queued frame");
         outbox.budget.free.add_permits(outbox.budget.charge(&message) as usize);
     }
@@ -263,6 +366,29 @@ mod tests {
         outbox.budget.free.close();
         assert!(!waiting.now_or_never().unwrap());
         assert_eq!(outbox.offer(frame(1)), Offered::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_writer_gets_every_frame_in_order_then_the_end() {
+        let (outbox, mut queued) = Outbox::new(2, 1_000_000);
+        let other = outbox.clone();
+        // A waiting writer wakes for a frame queued later.
+        let mut next = Box::pin(queued.recv());
+        assert!(next.as_mut().now_or_never().is_none());
+        assert_eq!(outbox.offer(Message::Text("1".into())), Offered::Queued);
+        assert_eq!(next.await, Some(Message::Text("1".into())));
+        // A sender waiting for a slot gets one when the writer takes a frame.
+        assert_eq!(other.offer(Message::Text("2".into())), Offered::Queued);
+        assert_eq!(other.offer(Message::Text("3".into())), Offered::Queued);
+        let mut fourth = Box::pin(outbox.send(Message::Text("4".into())));
+        assert!(fourth.as_mut().now_or_never().is_none(), "two frames wait: no slot");
+        assert_eq!(queued.recv().await, Some(Message::Text("2".into())));
+        assert!(fourth.await);
+        // Once every outbox is gone, the writer drains what is left and then sees the end.
+        drop((outbox, other));
+        assert_eq!(queued.recv().await, Some(Message::Text("3".into())));
+        assert_eq!(queued.recv().await, Some(Message::Text("4".into())));
+        assert_eq!(queued.recv().await, None);
     }
 
     #[test]
