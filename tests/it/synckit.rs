@@ -1614,6 +1614,23 @@ async fn auth_verify_and_me(kind: Kind) {
         assert_eq!(response.status(), 401, "{header:?}");
         assert_eq!(response.json::<Value>().await.unwrap(), json!({ "error": error }), "{header:?}");
     }
+    // A page on another origin may call both (the reference server allows any origin).
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, app.url("/auth/me"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(preflight.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    let response =
+        http.get(app.url("/auth/me")).header("Origin", "https://app.example").bearer_auth(&good).send().await.unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let response = http.post(app.url("/auth/verify")).header("Origin", "https://app.example").json(&json!({})).send();
+    assert_eq!(response.await.unwrap().headers()["access-control-allow-origin"], "*");
     // No demo login that accepts any password.
     let response =
         http.post(app.url("/auth/login")).json(&json!({ "email": "a@b.c", "password": "x" })).send().await.unwrap();

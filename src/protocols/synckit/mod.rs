@@ -64,8 +64,21 @@ pub fn router(state: &AppState) -> Router<AppState> {
                 connect(state, query, upgrade, rooms.clone())
             }),
         )
-        .route("/auth/verify", post(http::verify))
-        .route("/auth/me", get(http::me))
+        .merge(auth_routes())
+}
+
+/// `/auth/verify` and `/auth/me`, callable from a browser page on another origin, as the
+/// reference server's are (its `CORS_ORIGIN` defaults to `*`). The token travels in the body or
+/// the `Authorization` header, never in a cookie, so any origin may ask.
+fn auth_routes() -> Router<AppState> {
+    use axum::http::{Method, header};
+    use tower_http::cors::{Any, CorsLayer};
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(86_400));
+    Router::new().route("/auth/verify", post(http::verify)).route("/auth/me", get(http::me)).layer(cors)
 }
 
 async fn connect(
