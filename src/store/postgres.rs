@@ -238,23 +238,16 @@ impl PostgresStore {
         if head != 0 || count != 0 {
             return Ok(Restored::NotEmpty);
         }
-        let Some(last) = events.last() else {
-            // An empty store still carries its backend id over.
-            sqlx::query("UPDATE stores SET backend_id = $1 WHERE id = $2")
-                .bind(backend_id)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return Ok(Restored::Done);
-        };
-        let batch = restored_batch(id, backend_id, events, ChangePos(1));
-        write_batches(&mut tx, &[&batch], &[(id, last.seq, events.len() as u64)]).await?;
+        // An empty store carries its backend id over too.
         sqlx::query("UPDATE stores SET backend_id = $1 WHERE id = $2")
             .bind(backend_id)
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
+        if let Some(last) = events.last() {
+            let batch = restored_batch(id, backend_id, events, ChangePos(1));
+            write_batches(&mut tx, &[&batch], &[(id, last.seq, events.len() as u64)]).await?;
+        }
         tx.commit().await?;
         Ok(Restored::Done)
     }

@@ -461,27 +461,20 @@ async fn restore_on(
     if head != 0 || count != 0 {
         return Ok(Restored::NotEmpty);
     }
-    let Some(last) = events.last() else {
-        // An empty store still carries its backend id over.
-        sqlx::query("UPDATE stores SET backend_id = ? WHERE id = ?")
-            .bind(backend_id)
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        return Ok(Restored::Done);
-    };
-    let position: i64 =
-        sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
-            .fetch_one(&mut *tx)
-            .await?;
-    let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
-    let batches = [&batch];
-    let mut write = WriteStatements::default();
-    write_batches(&mut write, &batches, &last.created_at);
-    write.execute(&mut tx).await?;
+    if let Some(last) = events.last() {
+        let position: i64 =
+            sqlx::query_scalar("UPDATE change_log_head SET position = position + 1 WHERE id = 1 RETURNING position")
+                .fetch_one(&mut *tx)
+                .await?;
+        let batch = restored_batch(id, backend_id, events, ChangePos(position as u64));
+        let batches = [&batch];
+        let mut write = WriteStatements::default();
+        write_batches(&mut write, &batches, &last.created_at);
+        write.execute(&mut tx).await?;
+    }
+    // An empty store carries its backend id over too (its head and count stay 0).
     sqlx::query("UPDATE stores SET head = ?, event_count = ?, backend_id = ? WHERE id = ?")
-        .bind(to_i64(last.seq))
+        .bind(to_i64(events.last().map_or(SeqNum::ROOT, |last| last.seq)))
         .bind(events.len() as i64)
         .bind(backend_id)
         .bind(id.0)

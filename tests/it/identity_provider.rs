@@ -40,9 +40,14 @@ fn sign(kid: &str, header_kid: Option<&str>, claims: Value) -> String {
     jsonwebtoken::encode(&header, &claims, &encoding).unwrap()
 }
 
+/// An `exp` ten minutes from now.
+fn in_ten_minutes() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600
+}
+
 /// A plain provider token: no Junction claim at all.
 fn provider_token(kid: &str, user: &str) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = in_ten_minutes();
     sign(kid, Some(kid), json!({"sub": user, "iss": ISSUER, "aud": [AUDIENCE, "other-api"], "exp": exp}))
 }
 
@@ -159,7 +164,7 @@ async fn plain_provider_tokens_reach_the_users_own_stores_with_every_algorithm()
     assert_eq!(socket.recv_json().await["_tag"], "WSMessage.Error");
 
     // Signed by a published key but for another issuer or audience, or by nobody's key.
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = in_ten_minutes();
     let foreign_issuer = sign(
         "rsa-1",
         Some("rsa-1"),
@@ -207,7 +212,7 @@ async fn rotated_keys_are_fetched_and_withdrawn_keys_stop_verifying() {
 async fn made_up_key_ids_do_not_hammer_the_provider() {
     let provider = Provider::start(&["rsa-1"]).await;
     let app = junction_for(&provider, 3600, 3600).await;
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let exp = in_ten_minutes();
     let mut attempts = Vec::new();
     for n in 0..100 {
         let kid = format!("made-up-{n}");

@@ -129,7 +129,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         .extra("connect_seconds", json!(round(connect_secs)))
         .extra("hold_seconds", json!(args.hold_seconds))
         .extra("loadgen_rss", json!(client_bytes))
-        .extra("fd_limit", json!(crate::net::fd_limit()));
+        .extra("fd_limit", json!(junction::open_files::soft_limit().unwrap_or(0)));
     report.print();
     Ok(())
 }

@@ -118,7 +118,8 @@ impl TargetArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    net::raise_fd_limit();
+    // Every connection is a file.
+    junction::open_files::raise_to_hard_limit();
     match cli.mode {
         Mode::Idle(args) => idle::run(args).await,
         Mode::Fanout(args) => fanout::run(args).await,

@@ -12,26 +12,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub type Socket = WebSocketStream<TcpStream>;
 
-/// Raises the soft limit on open files to the hard limit: every connection is a file.
-pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-/// The soft limit on open files, for the report.
-pub fn fd_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: as above.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    limit.rlim_cur
-}
-
 /// Connects WebSockets to one server, spreading them over loopback source addresses and
 /// bounding how many handshakes run at once.
 pub struct Dialer {
